@@ -1,0 +1,24 @@
+-- Every accepted delivery. The raw body is kept byte-for-byte (bytea, not
+-- jsonb): it must be forwarded unchanged and may need to be re-verified, and
+-- parsing jsonb costs the database CPU it needs for commits.
+CREATE TABLE events (
+    id              text        PRIMARY KEY,
+    hook_id         text        NOT NULL,
+    delivery_id     text        NOT NULL,
+    event_type      text        NOT NULL,
+    received_at     timestamptz NOT NULL,
+    headers         text        NOT NULL,
+    body            bytea       NOT NULL,
+    state           text        NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('stored', 'pending', 'delivering', 'done', 'dead')),
+    attempts        integer     NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL,
+    lease_until     timestamptz,
+    leased_by       text,
+    last_error      text,
+    updated_at      timestamptz NOT NULL,
+    CONSTRAINT events_hook_delivery_key UNIQUE (hook_id, delivery_id)
+);
+
+CREATE INDEX events_due_idx ON events (next_attempt_at) WHERE state IN ('pending', 'delivering');
+CREATE INDEX events_received_idx ON events (received_at);

@@ -1,0 +1,305 @@
+//! The daemon's shared state: the live configuration (swapped atomically on
+//! reload), the store and its writer, metrics, and what /status reports.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
+
+use serde_json::json;
+
+use crate::config::{Config, Secret};
+use crate::metrics::{HookCounters, Metrics};
+use crate::store::writer::Writer;
+use crate::store::Store;
+use crate::verify::Scheme;
+
+/// A hook ready to serve requests.
+#[derive(Debug)]
+pub struct Hook {
+    pub id: String,
+    pub scheme: Scheme,
+    pub secrets: Vec<Secret>,
+    /// Why this hook cannot verify anything (e.g. its secret file is missing).
+    pub problem: Option<String>,
+    pub events: Option<HashSet<String>>,
+    pub body_limit: u64,
+    pub counters: HookCounters,
+}
+
+/// A configuration with its secrets resolved; replaced whole on reload so a
+/// request sees either the old hooks and secrets or the new ones, never a mix.
+#[derive(Debug)]
+pub struct Live {
+    pub config: Config,
+    pub hooks: HashMap<String, Arc<Hook>>,
+    pub loaded_at: SystemTime,
+}
+
+impl Live {
+    /// Resolve secrets and build hooks. With `strict`, any unreadable secret
+    /// fails the whole build (reload, check-config); otherwise the hook is
+    /// kept but marked unusable (startup: the daemon still starts, says what
+    /// is missing, and serves the other hooks).
+    pub fn build(config: Config, metrics: &Metrics, strict: bool) -> Result<Live, String> {
+        let mut hooks = HashMap::with_capacity(config.hooks.len());
+        for h in &config.hooks {
+            let scheme = Scheme::from_name(&h.scheme)
+                .ok_or_else(|| format!("hook {}: unknown scheme {:?}", h.id, h.scheme))?;
+            let mut secrets = Vec::with_capacity(h.secrets.len());
+            let mut errors = Vec::new();
+            for r in &h.secrets {
+                match r.resolve() {
+                    Ok(s) => secrets.push(s),
+                    Err(e) => errors.push(e),
+                }
+            }
+            if strict && !errors.is_empty() {
+                return Err(format!("hook {}: {}", h.id, errors.join("; ")));
+            }
+            let problem = if secrets.is_empty() {
+                Some(format!("no usable secret ({})", errors.join("; ")))
+            } else {
+                None
+            };
+            if !errors.is_empty() && !secrets.is_empty() {
+                log::warn!(
+                    "hook {}: {} of {} secrets unusable: {}",
+                    h.id,
+                    errors.len(),
+                    h.secrets.len(),
+                    errors.join("; ")
+                );
+            }
+            hooks.insert(
+                h.id.clone(),
+                Arc::new(Hook {
+                    id: h.id.clone(),
+                    scheme,
+                    secrets,
+                    problem,
+                    events: h.events.as_ref().map(|v| v.iter().cloned().collect()),
+                    body_limit: h.body_limit.unwrap_or(config.server.body_limit),
+                    counters: metrics.hook_counters(&h.id),
+                }),
+            );
+        }
+        Ok(Live {
+            config,
+            hooks,
+            loaded_at: SystemTime::now(),
+        })
+    }
+}
+
+pub struct App {
+    live: RwLock<Arc<Live>>,
+    pub config_path: PathBuf,
+    pub store: Arc<dyn Store>,
+    pub writer: Arc<Writer>,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    pub started_at: SystemTime,
+    pub draining: AtomicBool,
+    last_reload: Mutex<Option<(SystemTime, Result<(), String>)>>,
+    pub tunnel_url: Mutex<Option<String>>,
+}
+
+impl App {
+    pub fn new(
+        live: Live,
+        config_path: PathBuf,
+        store: Arc<dyn Store>,
+        writer: Arc<Writer>,
+        metrics: Arc<Metrics>,
+    ) -> App {
+        App {
+            live: RwLock::new(Arc::new(live)),
+            config_path,
+            store,
+            writer,
+            metrics,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            draining: AtomicBool::new(false),
+            last_reload: Mutex::new(None),
+            tunnel_url: Mutex::new(None),
+        }
+    }
+
+    /// The current configuration (cheap: an Arc clone under a read lock).
+    pub fn live(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Log what is wrong with hooks that cannot serve.
+    pub fn log_hook_problems(&self) {
+        for h in self.live().hooks.values() {
+            if let Some(p) = &h.problem {
+                log::error!(
+                    "hook {}: {p}; POST /hooks/{} answers 503 until this is fixed and the config reloaded",
+                    h.id,
+                    h.id
+                );
+            }
+        }
+    }
+
+    /// Re-read the config file. On any error the running config stays.
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        let result = self.try_reload();
+        if let Ok(mut g) = self.last_reload.lock() {
+            *g = Some((
+                SystemTime::now(),
+                result.as_ref().map(|_| ()).map_err(Clone::clone),
+            ));
+        }
+        self.metrics
+            .reload(if result.is_ok() { "ok" } else { "refused" });
+        result
+    }
+
+    fn try_reload(&self) -> Result<Vec<String>, String> {
+        let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let new = Live::build(config, &self.metrics, true)?;
+        let old = self.live();
+        let mut notes = Vec::new();
+        let (o, n) = (&old.config, &new.config);
+        if o.store.url != n.store.url
+            || o.store.writers != n.store.writers
+            || o.store.queue_capacity != n.store.queue_capacity
+            || o.store.pool_size != n.store.pool_size
+        {
+            notes.push("[store] changes take effect after a restart".to_string());
+        }
+        if o.server.listen != n.server.listen || o.server.admin_listen != n.server.admin_listen {
+            notes.push("listen address changes take effect after a restart".to_string());
+        }
+        if o.log.target != n.log.target {
+            notes.push("log.target changes take effect after a restart".to_string());
+        }
+        crate::systemd::journal::set_level(n.log.level);
+        match self.live.write() {
+            Ok(mut g) => *g = Arc::new(new),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
+        }
+        Ok(notes)
+    }
+
+    /// Reasons we should not receive traffic; empty when ready.
+    pub fn readiness_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.draining.load(Ordering::Acquire) {
+            p.push("draining: shutting down".to_string());
+        }
+        let st = &self.writer.status;
+        if !st.available() {
+            p.push(format!(
+                "store unreachable: {}",
+                st.last_error().unwrap_or_else(|| "unknown error".into())
+            ));
+        }
+        let live = self.live();
+        let mut ids: Vec<_> = live.hooks.keys().collect();
+        ids.sort();
+        for id in ids {
+            if let Some(problem) = live.hooks.get(id).and_then(|h| h.problem.as_ref()) {
+                p.push(format!("hook {id}: {problem}"));
+            }
+        }
+        p
+    }
+
+    fn store_state(&self) -> &'static str {
+        if self.writer.status.available() {
+            "ok"
+        } else {
+            "unavailable"
+        }
+    }
+
+    /// The STATUS= line systemd shows in `systemctl status`.
+    pub fn status_line(&self) -> String {
+        let m = &self.metrics;
+        let draining = if self.draining.load(Ordering::Acquire) {
+            "draining; "
+        } else {
+            ""
+        };
+        format!(
+            "{draining}accepted {}, duplicates {}, rejected {}; store {} {}; queue {}",
+            m.accepted_total.get(),
+            m.duplicate_total.get(),
+            m.rejected_total.get(),
+            self.store.kind(),
+            self.store_state(),
+            self.writer.status.queue_depth.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The /status document. Never contains a secret: hooks list only ids,
+    /// schemes and problems (which name where a secret was looked for).
+    pub fn status_json(&self) -> serde_json::Value {
+        let live = self.live();
+        let mut hooks: Vec<_> = live
+            .hooks
+            .values()
+            .map(|h| {
+                json!({
+                    "id": h.id,
+                    "scheme": h.scheme.name(),
+                    "secrets": h.secrets.len(),
+                    "ready": h.problem.is_none(),
+                    "problem": h.problem,
+                    "accepted": h.counters.accepted.get(),
+                    "duplicates": h.counters.duplicate.get(),
+                })
+            })
+            .collect();
+        hooks.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        let m = &self.metrics;
+        let last_reload = self.last_reload.lock().ok().and_then(|g| {
+            g.as_ref().map(|(t, r)| {
+                json!({
+                    "at": humantime::format_rfc3339_seconds(*t).to_string(),
+                    "ok": r.is_ok(),
+                    "error": r.as_ref().err(),
+                })
+            })
+        });
+        let problems = self.readiness_problems();
+        json!({
+            "version": crate::VERSION,
+            "pid": std::process::id(),
+            "started_at": humantime::format_rfc3339_seconds(self.started_at).to_string(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "ready": problems.is_empty(),
+            "problems": problems,
+            "draining": self.draining.load(Ordering::Acquire),
+            "config": {
+                "path": self.config_path.display().to_string(),
+                "loaded_at": humantime::format_rfc3339_seconds(live.loaded_at).to_string(),
+                "last_reload": last_reload,
+            },
+            "counters": {
+                "accepted": m.accepted_total.get(),
+                "duplicates": m.duplicate_total.get(),
+                "rejected": m.rejected_total.get(),
+                "ignored": m.ignored_total.get(),
+                "store_commits": m.store_commits.get(),
+            },
+            "store": {
+                "kind": self.store.kind(),
+                "state": self.store_state(),
+                "queue_depth": self.writer.status.queue_depth.load(Ordering::Relaxed),
+                "last_error": self.writer.status.last_error(),
+            },
+            "hooks": hooks,
+            "tunnel_url": self.tunnel_url.lock().ok().and_then(|g| g.clone()),
+        })
+    }
+}

@@ -1,0 +1,463 @@
+//! Command line: `serve` (the default), `migrate`, `check-config`, `sign`,
+//! `events list|show`. Exit codes follow sysexits(3) so scripts and systemd
+//! can tell a bad config (78) from an unreachable store (69).
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::app::Live;
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::store::{self, EventRecord, EventState, ListQuery, StoreError};
+
+pub const USAGE: &str = "\
+webhookd — a systemd-native webhook receiver
+
+USAGE:
+    webhookd [--config PATH] [COMMAND]
+
+COMMANDS:
+    serve                     run the daemon (default)
+    migrate                   apply database migrations and exit
+    check-config              validate the config and resolve every secret
+    sign --hook ID [--event NAME] [--delivery ID]
+                              read a body on stdin, print the headers a sender
+                              would send (paste them into curl)
+    events list [--hook ID] [--state STATE] [--limit N] [--json]
+                              list stored events, newest first
+    events show ID [--body]   show one event (with --body: write the raw body to stdout)
+
+OPTIONS:
+    -c, --config PATH   config file (default: $WEBHOOKD_CONFIG, else /etc/webhookd/webhookd.toml)
+    -h, --help          this help
+    -V, --version       print the version
+
+EXIT CODES:
+    0 ok, 1 not found, 64 usage, 69 store unavailable, 70 internal error,
+    71 cannot listen (address in use, bad inherited socket), 78 configuration error
+";
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cli {
+    pub config: Option<PathBuf>,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Serve,
+    Migrate,
+    CheckConfig,
+    Sign {
+        hook: String,
+        event: String,
+        delivery: Option<String>,
+    },
+    EventsList {
+        hook: Option<String>,
+        state: Option<EventState>,
+        limit: usize,
+        json: bool,
+    },
+    EventsShow {
+        id: String,
+        body: bool,
+    },
+    Help,
+    Version,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}\n(see `webhookd --help`)")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Secrets(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Serve(#[from] crate::server::ServeError),
+    #[error(transparent)]
+    Activation(#[from] crate::systemd::activation::ActivationError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        use crate::server::ServeError as S;
+        ExitCode::from(match self {
+            CliError::Usage(_) => 64,
+            CliError::Config(_) | CliError::Secrets(_) => 78,
+            CliError::Store(StoreError::BadUrl(_)) => 78,
+            CliError::Store(_) => 69,
+            CliError::Serve(S::AddrInUse { .. } | S::Bind { .. }) => 71,
+            CliError::Serve(S::Config(_)) => 78,
+            CliError::Serve(S::Store(StoreError::BadUrl(_))) => 78,
+            CliError::Serve(S::Store(_)) => 69,
+            CliError::Serve(_) => 70,
+            CliError::Activation(_) => 71,
+            CliError::NotFound(_) => 1,
+            CliError::Io(_) => 74,
+        })
+    }
+}
+
+fn usage(msg: impl Into<String>) -> CliError {
+    CliError::Usage(msg.into())
+}
+
+/// Parse arguments (without the program name).
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, CliError> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut config = None;
+    let mut words: Vec<String> = Vec::new();
+    let mut hook = None;
+    let mut event = None;
+    let mut delivery = None;
+    let mut state = None;
+    let mut limit = 50usize;
+    let mut json = false;
+    let mut body = false;
+    let bad = |e: lexopt::Error| usage(e.to_string());
+    while let Some(arg) = p.next().map_err(bad)? {
+        match arg {
+            Short('c') | Long("config") => config = Some(PathBuf::from(p.value().map_err(bad)?)),
+            Short('h') | Long("help") => {
+                return Ok(Cli {
+                    config,
+                    command: Command::Help,
+                })
+            }
+            Short('V') | Long("version") => {
+                return Ok(Cli {
+                    config,
+                    command: Command::Version,
+                })
+            }
+            Long("hook") => hook = Some(p.value().map_err(bad)?.string().map_err(bad)?),
+            Long("event") => event = Some(p.value().map_err(bad)?.string().map_err(bad)?),
+            Long("delivery") => delivery = Some(p.value().map_err(bad)?.string().map_err(bad)?),
+            Long("state") => {
+                let s = p.value().map_err(bad)?.string().map_err(bad)?;
+                state = Some(EventState::parse(&s).ok_or_else(|| {
+                    usage(format!(
+                        "--state: expected stored, pending, delivering, done or dead, got {s:?}"
+                    ))
+                })?);
+            }
+            Long("limit") => {
+                limit = p
+                    .value()
+                    .map_err(bad)?
+                    .parse()
+                    .map_err(|_| usage("--limit: expected a number"))?
+            }
+            Long("json") => json = true,
+            Long("body") => body = true,
+            Value(v) => words.push(v.string().map_err(bad)?),
+            _ => return Err(usage(arg.unexpected().to_string())),
+        }
+    }
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let command = match w.as_slice() {
+        [] | ["serve"] => Command::Serve,
+        ["migrate"] => Command::Migrate,
+        ["check-config"] => Command::CheckConfig,
+        ["sign"] => Command::Sign {
+            hook: hook.ok_or_else(|| usage("sign needs --hook ID"))?,
+            event: event.unwrap_or_else(|| "push".into()),
+            delivery,
+        },
+        ["events", "list"] => Command::EventsList {
+            hook,
+            state,
+            limit,
+            json,
+        },
+        ["events", "show", id] => Command::EventsShow {
+            id: id.to_string(),
+            body,
+        },
+        ["events", ..] => return Err(usage("expected `events list` or `events show ID`")),
+        other => return Err(usage(format!("unknown command {:?}", other.join(" ")))),
+    };
+    Ok(Cli { config, command })
+}
+
+/// Run a command other than `serve`.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let path = Config::path_from(cli.config.clone());
+    match cli.command {
+        Command::Help => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("webhookd {}", crate::VERSION);
+            Ok(())
+        }
+        Command::Serve => Err(usage("serve is started from main")),
+        Command::Migrate => {
+            let cfg = Config::load(&path)?;
+            let s = store::open(&cfg.store)?;
+            let n = s.migrate()?;
+            println!(
+                "{}: applied {n} migration(s); schema is at version {}",
+                s.kind(),
+                store::migrations::latest(match s.kind() {
+                    "postgres" => store::migrations::POSTGRES,
+                    _ => store::migrations::SQLITE,
+                })
+            );
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let cfg = Config::load(&path)?;
+            let live = Live::build(cfg, &Metrics::new(), true).map_err(CliError::Secrets)?;
+            let mut ids: Vec<_> = live.hooks.keys().cloned().collect();
+            ids.sort();
+            println!(
+                "{}: OK; store {}; {} hook(s): {}",
+                path.display(),
+                store::redact_url(&live.config.store.url),
+                ids.len(),
+                ids.join(", ")
+            );
+            Ok(())
+        }
+        Command::Sign {
+            hook,
+            event,
+            delivery,
+        } => sign(&path, &hook, &event, delivery),
+        Command::EventsList {
+            hook,
+            state,
+            limit,
+            json,
+        } => {
+            let s = open_existing(&path)?;
+            let rows = s.list(&ListQuery {
+                hook_id: hook,
+                state,
+                limit,
+            })?;
+            print_list(&rows, json)
+        }
+        Command::EventsShow { id, body } => {
+            let s = open_existing(&path)?;
+            let rec = s
+                .get(&id)?
+                .ok_or_else(|| CliError::NotFound(format!("no event with id {id}")))?;
+            if body {
+                std::io::stdout().write_all(rec.body.as_deref().unwrap_or_default())?;
+                return Ok(());
+            }
+            let v = record_json(&rec, true);
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            Ok(())
+        }
+    }
+}
+
+fn open_existing(path: &std::path::Path) -> Result<Arc<dyn store::Store>, CliError> {
+    let cfg = Config::load(path)?;
+    let s = store::open(&cfg.store)?;
+    s.check_schema()?;
+    Ok(s)
+}
+
+fn sign(
+    path: &std::path::Path,
+    hook: &str,
+    event: &str,
+    delivery: Option<String>,
+) -> Result<(), CliError> {
+    let cfg = Config::load(path)?;
+    let h = cfg
+        .hooks
+        .iter()
+        .find(|h| h.id == hook)
+        .ok_or_else(|| CliError::NotFound(format!("no hook {hook:?} in {}", path.display())))?;
+    let scheme = crate::verify::Scheme::from_name(&h.scheme)
+        .ok_or_else(|| CliError::Secrets(format!("hook {hook}: unknown scheme")))?;
+    let secret_ref = h
+        .secrets
+        .first()
+        .ok_or_else(|| CliError::Secrets(format!("hook {hook} has no secret")))?;
+    let secret = secret_ref
+        .resolve()
+        .map_err(|e| CliError::Secrets(format!("hook {hook}: {e}")))?;
+    let mut body = Vec::new();
+    std::io::stdin().read_to_end(&mut body)?;
+    let delivery = delivery.unwrap_or_else(crate::id::new_uuid);
+    for (k, v) in scheme.sign(&body, &secret, &delivery, event, SystemTime::now()) {
+        println!("{k}: {v}");
+    }
+    Ok(())
+}
+
+fn record_json(r: &EventRecord, full: bool) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "id": r.id,
+        "hook": r.hook_id,
+        "delivery_id": r.delivery_id,
+        "event": r.event_type,
+        "received_at": humantime::format_rfc3339_micros(r.received_at).to_string(),
+        "state": r.state,
+        "attempts": r.attempts,
+        "next_attempt_at": humantime::format_rfc3339_seconds(r.next_attempt_at).to_string(),
+        "last_error": r.last_error,
+        "body_bytes": r.body_len,
+    });
+    if full {
+        if let Some(h) = &r.headers {
+            v["headers"] = serde_json::from_str(h).unwrap_or(serde_json::Value::Null);
+        }
+    }
+    v
+}
+
+fn print_list(rows: &[EventRecord], json: bool) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v: Vec<_> = rows.iter().map(|r| record_json(r, false)).collect();
+        writeln!(out, "{}", serde_json::to_string(&v).unwrap_or_default())?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<26}  {:<20}  {:<16}  {:<16}  {:<10}  {:>8}  DELIVERY",
+        "ID", "RECEIVED", "HOOK", "EVENT", "STATE", "BYTES"
+    )?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:<26}  {:<20}  {:<16}  {:<16}  {:<10}  {:>8}  {}",
+            r.id,
+            humantime::format_rfc3339_seconds(r.received_at).to_string(),
+            r.hook_id,
+            r.event_type,
+            r.state,
+            r.body_len,
+            r.delivery_id
+        )?;
+    }
+    Ok(())
+}
+
+/// Entry point used by `main`: take systemd's sockets first (while the
+/// process is still single-threaded), then run the command.
+pub fn main() -> ExitCode {
+    let cli = match parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("webhookd: {e}");
+            return e.exit_code();
+        }
+    };
+    let result = match cli.command {
+        Command::Serve => serve(cli.config),
+        _ => run(cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            if !logger_active() {
+                eprintln!("webhookd: {e}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
+/// True once `serve` installed the logger, so errors are not printed twice.
+fn logger_active() -> bool {
+    log::max_level() != log::LevelFilter::Off
+}
+
+fn serve(config: Option<PathBuf>) -> Result<(), CliError> {
+    let inherited = crate::systemd::activation::take_inherited()?;
+    let path = Config::path_from(config);
+    let cfg = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::systemd::journal::init(&Default::default());
+            return Err(e.into());
+        }
+    };
+    crate::systemd::journal::init(&cfg.log);
+    let sockets = if inherited.is_empty() {
+        crate::server::bind_configured(&cfg)?
+    } else {
+        log::info!(
+            "using {} socket(s) passed by systemd: {}",
+            inherited.len(),
+            inherited
+                .iter()
+                .map(|i| format!("{}={}", i.name, i.socket.describe()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        crate::server::assign_roles(inherited)
+    };
+    crate::server::run(path, cfg, sockets)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Cli, CliError> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(p(&[]).unwrap().command, Command::Serve);
+        assert_eq!(
+            p(&["--config", "/x", "migrate"]).unwrap(),
+            Cli {
+                config: Some("/x".into()),
+                command: Command::Migrate
+            }
+        );
+        assert_eq!(
+            p(&["sign", "--hook", "gh"]).unwrap().command,
+            Command::Sign {
+                hook: "gh".into(),
+                event: "push".into(),
+                delivery: None
+            }
+        );
+        assert!(matches!(
+            p(&["events", "list", "--state", "dead", "--json"])
+                .unwrap()
+                .command,
+            Command::EventsList {
+                json: true,
+                state: Some(EventState::Dead),
+                ..
+            }
+        ));
+        assert!(matches!(p(&["frobnicate"]), Err(CliError::Usage(_))));
+        assert!(matches!(p(&["sign"]), Err(CliError::Usage(_))));
+        assert!(matches!(
+            p(&["events", "list", "--state", "x"]),
+            Err(CliError::Usage(_))
+        ));
+    }
+}

@@ -1,0 +1,19 @@
+//! webhookd: a systemd-native webhook receiver.
+//!
+//! The binary (`src/main.rs`) is a thin shell around [`cli::main`]; everything
+//! lives in this library so the pure parts (`verify`, `config`) can be fuzzed
+//! and tested without a running daemon.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod id;
+pub mod metrics;
+pub mod server;
+pub mod signals;
+pub mod store;
+pub mod systemd;
+pub mod verify;
+
+/// Version string reported by `--version`, `/status` and the metrics.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,189 @@
+//! Accept loops and HTTP/1.1 connections (hyper + hyper-util), with a
+//! header-read timeout and graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{routes, Bound, Role};
+use crate::app::App;
+use crate::config::ServerConfig;
+use crate::systemd::activation::Socket;
+
+/// Connection settings taken from `[server]`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub header_timeout: Duration,
+    pub max_headers: usize,
+}
+
+impl From<&ServerConfig> for Options {
+    fn from(c: &ServerConfig) -> Options {
+        Options {
+            header_timeout: c.header_timeout,
+            max_headers: c.max_headers,
+        }
+    }
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+pub struct Server {
+    stop: watch::Sender<bool>,
+    loops: Vec<JoinHandle<()>>,
+    graceful: Arc<GracefulShutdown>,
+    describe: String,
+}
+
+impl Server {
+    /// Start one accept loop per socket.
+    pub fn start(app: Arc<App>, sockets: Vec<Bound>, opts: Options) -> Server {
+        let mut builder = http1::Builder::new();
+        // Without a timer hyper silently disables the header-read timeout.
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_timeout)
+            .max_headers(opts.max_headers)
+            .keep_alive(true);
+        let builder = Arc::new(builder);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let mut loops = Vec::new();
+        let mut names = Vec::new();
+        for b in sockets {
+            let what = match b.role {
+                Role::Web => "hooks",
+                Role::Admin => "admin",
+                Role::All => "hooks+admin",
+            };
+            names.push(format!("{} ({what})", b.socket.describe()));
+            let listener = match b.socket {
+                Socket::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
+                Socket::Unix(l) => tokio::net::UnixListener::from_std(l).map(Listener::Unix),
+            };
+            let listener = match listener {
+                Ok(l) => l,
+                Err(e) => {
+                    log::error!("cannot register listener with the runtime: {e}");
+                    continue;
+                }
+            };
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                b.role,
+                app.clone(),
+                builder.clone(),
+                graceful.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        Server {
+            stop,
+            loops,
+            graceful,
+            describe: names.join(", "),
+        }
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Stop accepting (listeners are closed), then wait for open connections
+    /// to finish their current request, until `deadline`. True if all did.
+    pub async fn shutdown(self, deadline: Instant) -> bool {
+        let _ = self.stop.send(true);
+        for l in self.loops {
+            let _ = l.await;
+        }
+        // The accept loops are gone, so this is the last reference.
+        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
+            return false;
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(remaining, graceful.shutdown())
+            .await
+            .is_ok()
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    role: Role,
+    app: Arc<App>,
+    builder: Arc<http1::Builder>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            a = accept(&listener) => a,
+        };
+        match accepted {
+            Ok(Conn::Tcp(stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                spawn_conn(stream, Some(peer), role, &app, &builder, &graceful);
+            }
+            Ok(Conn::Unix(stream)) => {
+                spawn_conn(stream, None, role, &app, &builder, &graceful);
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // Dropping the listener here closes our copy of the socket. Under
+    // systemd the socket unit keeps its own, so new connections wait in
+    // the backlog for the next instance instead of being refused.
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Listener) -> std::io::Result<Conn> {
+    match l {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Conn::Tcp(s, a)),
+        Listener::Unix(l) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
+    }
+}
+
+fn spawn_conn<I>(
+    io: I,
+    peer: Option<SocketAddr>,
+    role: Role,
+    app: &Arc<App>,
+    builder: &http1::Builder,
+    graceful: &GracefulShutdown,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let app = app.clone();
+    let svc = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(routes::handle(&app, role, peer, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let fut = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            log::debug!("connection error: {e}");
+        }
+    });
+}

@@ -1,0 +1,400 @@
+//! The daemon: listeners, startup order, the serve loop and graceful drain.
+//!
+//! Startup order matters to systemd: sockets are taken before any thread
+//! exists (in `main`), the store is opened and migrated, and only then is
+//! READY=1 sent. Connections that arrive meanwhile wait in the socket's
+//! backlog instead of being refused.
+
+pub mod http;
+pub mod limits;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::app::{App, Live};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::signals::{Event, SignalStream};
+use crate::store::writer::{StoreStatus, Writer, WriterOptions};
+use crate::store::{self, StoreError};
+use crate::systemd::activation::{Inherited, Socket};
+use crate::systemd::{notify, watchdog::Watchdog};
+
+/// What a listening socket serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// POST /hooks/{id} only.
+    Web,
+    /// /healthz /readyz /status /metrics only.
+    Admin,
+    /// Both (when there is a single socket).
+    All,
+}
+
+impl Role {
+    pub fn serves_hooks(self) -> bool {
+        matches!(self, Role::Web | Role::All)
+    }
+    pub fn serves_admin(self) -> bool {
+        matches!(self, Role::Admin | Role::All)
+    }
+}
+
+/// A socket with its role.
+#[derive(Debug)]
+pub struct Bound {
+    pub socket: Socket,
+    pub role: Role,
+}
+
+/// A configured listen address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// Parse `host:port`, `[v6]:port` or `unix:/path`.
+pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    if let Some(p) = s.strip_prefix("unix:") {
+        if !p.starts_with('/') {
+            return Err(format!("expected \"unix:/absolute/path\", got {s:?}"));
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(p)));
+    }
+    s.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
+        format!("expected \"IP:PORT\" (e.g. \"127.0.0.1:9000\", \"[::1]:9000\") or \"unix:/path\", got {s:?}")
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: address already in use. Another process holds it (an old webhookd, or webhook.socket). Under systemd, do not bind here: `systemctl start webhook.socket` and let systemd pass the socket")]
+    AddrInUse { addr: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Decide roles for inherited sockets: `admin` is admin; every other name
+/// serves hooks, and also admin when there is no admin socket.
+pub fn assign_roles(inherited: Vec<Inherited>) -> Vec<Bound> {
+    let has_admin = inherited.iter().any(|i| i.name == "admin");
+    inherited
+        .into_iter()
+        .map(|i| {
+            let role = if i.name == "admin" {
+                Role::Admin
+            } else if has_admin {
+                Role::Web
+            } else {
+                Role::All
+            };
+            Bound {
+                socket: i.socket,
+                role,
+            }
+        })
+        .collect()
+}
+
+fn bind_one(addr: &str) -> Result<Socket, ServeError> {
+    let parsed = parse_listen(addr).map_err(ServeError::Config)?;
+    let map = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            ServeError::AddrInUse { addr: addr.into() }
+        } else {
+            ServeError::Bind {
+                addr: addr.into(),
+                source,
+            }
+        }
+    };
+    let socket = match parsed {
+        ListenAddr::Tcp(a) => Socket::Tcp(std::net::TcpListener::bind(a).map_err(map)?),
+        ListenAddr::Unix(p) => {
+            remove_stale_unix_socket(&p);
+            Socket::Unix(std::os::unix::net::UnixListener::bind(&p).map_err(map)?)
+        }
+    };
+    socket
+        .set_nonblocking()
+        .map_err(|source| ServeError::Bind {
+            addr: addr.into(),
+            source,
+        })?;
+    Ok(socket)
+}
+
+/// A socket file left by a crashed run blocks bind(); remove it only if
+/// nobody answers on it.
+fn remove_stale_unix_socket(p: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(p) {
+        if meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(p).is_err() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Bind the configured addresses (used when systemd passed no socket).
+pub fn bind_configured(cfg: &Config) -> Result<Vec<Bound>, ServeError> {
+    let web = bind_one(&cfg.server.listen)?;
+    match &cfg.server.admin_listen {
+        Some(a) => Ok(vec![
+            Bound {
+                socket: web,
+                role: Role::Web,
+            },
+            Bound {
+                socket: bind_one(a)?,
+                role: Role::Admin,
+            },
+        ]),
+        None => Ok(vec![Bound {
+            socket: web,
+            role: Role::All,
+        }]),
+    }
+}
+
+/// Run the daemon until SIGTERM/SIGINT. Builds the runtime; call only after
+/// the sockets were taken.
+pub fn run(config_path: PathBuf, config: Config, sockets: Vec<Bound>) -> Result<(), ServeError> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .thread_name("webhookd-worker")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let result = rt.block_on(serve(config_path, config, sockets));
+    // Do not wait for stray blocking tasks (a hung store call) at exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+/// Wait for the store: open and migrate, retrying while it is unreachable.
+/// Returns None if a shutdown signal arrived first.
+async fn prepare_store(
+    config: &Config,
+    signals: &mut SignalStream,
+) -> Result<Option<Arc<dyn store::Store>>, ServeError> {
+    let store = store::open(&config.store)?;
+    let mut logged = false;
+    loop {
+        let s = store.clone();
+        let res = tokio::task::spawn_blocking(move || s.migrate())
+            .await
+            .map_err(|e| ServeError::Store(StoreError::Unavailable(e.to_string())))?;
+        match res {
+            Ok(n) => {
+                if n > 0 {
+                    log::info!("store {}: applied {n} migration(s)", store.kind());
+                }
+                return Ok(Some(store));
+            }
+            Err(StoreError::Unavailable(e)) => {
+                if !logged {
+                    log::error!("store unavailable, retrying every second: {e}");
+                    logged = true;
+                }
+                notify::status(&format!("waiting for the store: {e}"));
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    ev = signals.next() => {
+                        if let Some(Event::Shutdown(sig)) = ev {
+                            log::info!("{sig} received while waiting for the store; exiting");
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn serve(
+    config_path: PathBuf,
+    config: Config,
+    sockets: Vec<Bound>,
+) -> Result<(), ServeError> {
+    let mut signals = SignalStream::new().map_err(ServeError::Signals)?;
+    notify::status("opening the store");
+    let Some(store) = prepare_store(&config, &mut signals).await? else {
+        return Ok(());
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(StoreStatus::new());
+    let threads = match config.store.writers {
+        0 if store.kind() == "sqlite" => 1,
+        0 => 2,
+        n => n,
+    };
+    let writer = Arc::new(Writer::start(
+        store.clone(),
+        WriterOptions {
+            threads,
+            batch_max: config.store.batch_max,
+            queue_capacity: config.store.queue_capacity,
+            wedge_file: std::env::var_os("WEBHOOKD_TEST_WEDGE_FILE").map(PathBuf::from),
+        },
+        metrics.clone(),
+        status.clone(),
+    )?);
+
+    let drain_timeout = config.server.drain_timeout;
+    let stall_limit = config.store.stall_timeout;
+    let http_opts = http::Options::from(&config.server);
+    let live = Live::build(config, &metrics, false).map_err(ServeError::Config)?;
+    let app = Arc::new(App::new(
+        live,
+        config_path,
+        store.clone(),
+        writer.clone(),
+        metrics,
+    ));
+    app.log_hook_problems();
+
+    let server = http::Server::start(app.clone(), sockets, http_opts);
+    let watchdog = Watchdog::start(
+        tokio::runtime::Handle::current(),
+        writer.clone(),
+        stall_limit,
+    );
+    let monitor_stop = Arc::new(AtomicBool::new(false));
+    let monitor = spawn_store_monitor(app.clone(), monitor_stop.clone());
+    let status_task = tokio::spawn(status_ticker(app.clone()));
+
+    log::info!(
+        "webhookd {} ready: listening on {}; store {}; {} hook(s)",
+        crate::VERSION,
+        server.describe(),
+        store.kind(),
+        app.live().hooks.len()
+    );
+    notify::ready(&app.status_line());
+
+    let signal = loop {
+        match signals.next().await {
+            Some(Event::Reload) => {
+                notify::reloading();
+                match app.reload() {
+                    Ok(notes) => {
+                        log::info!(
+                            "configuration reloaded from {}: {} hook(s)",
+                            app.config_path.display(),
+                            app.live().hooks.len()
+                        );
+                        for n in notes {
+                            log::warn!("reload: {n}");
+                        }
+                    }
+                    Err(e) => log::error!("reload refused, keeping the running configuration: {e}"),
+                }
+                notify::ready(&app.status_line());
+            }
+            Some(Event::Shutdown(sig)) => break sig,
+            None => break "end of signal stream",
+        }
+    };
+
+    // Drain: stop accepting, let in-flight requests finish, flush the writer.
+    let deadline = Instant::now() + drain_timeout;
+    app.draining.store(true, Ordering::Release);
+    notify::stopping("draining in-flight requests");
+    log::info!("{signal} received: draining (up to {drain_timeout:?})");
+    let in_flight_done = server.shutdown(deadline).await;
+    let w = writer.clone();
+    let flushed = tokio::task::spawn_blocking(move || w.close(deadline))
+        .await
+        .unwrap_or(false);
+    status_task.abort();
+    monitor_stop.store(true, Ordering::Release);
+    let _ = monitor.join();
+    watchdog.stop();
+    signals.close();
+    if in_flight_done && flushed {
+        log::info!("drained cleanly; exiting");
+    } else {
+        log::warn!(
+            "drain deadline reached (requests finished: {in_flight_done}, store flushed: {flushed}); exiting"
+        );
+    }
+    log::logger().flush();
+    Ok(())
+}
+
+/// Keep STATUS= current so `systemctl status` shows live counters.
+async fn status_ticker(app: Arc<App>) {
+    let mut last = String::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let line = app.status_line();
+        if line != last {
+            notify::status(&line);
+            last = line;
+        }
+    }
+}
+
+/// Ping the store every couple of seconds so readiness reflects an outage
+/// even when no traffic arrives.
+fn spawn_store_monitor(app: Arc<App>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Acquire) {
+            match app.store.ping() {
+                Ok(()) => app.writer.status.set_ok(),
+                Err(e) => app.writer.status.set_error(&e),
+            }
+            app.metrics
+                .store_up
+                .set(i64::from(app.writer.status.available()));
+            for _ in 0..40 {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("127.0.0.1:9000"),
+            Ok(ListenAddr::Tcp("127.0.0.1:9000".parse().unwrap()))
+        );
+        assert!(matches!(parse_listen("[::1]:9000"), Ok(ListenAddr::Tcp(_))));
+        assert_eq!(
+            parse_listen("unix:/run/w.sock"),
+            Ok(ListenAddr::Unix("/run/w.sock".into()))
+        );
+        assert!(parse_listen("unix:rel").is_err());
+        assert!(parse_listen("localhost").is_err());
+    }
+}

@@ -1,0 +1,375 @@
+//! Request routing and the hook handler.
+//!
+//! The contract (DESIGN.md): 2xx only once the event is durable; 202 new,
+//! 200 duplicate, 401 bad signature, 404 unknown hook, 405 wrong method,
+//! 413 too large, 503 + Retry-After when overloaded or the store is down,
+//! always quickly. Error bodies are `{"error": "..."}` and never contain a
+//! secret.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::limits::{read_body, BodyError};
+use super::Role;
+use crate::app::{App, Hook};
+use crate::store::writer::SubmitError;
+use crate::store::{EventState, NewEvent, Outcome, StoreError};
+
+pub type Body = Full<Bytes>;
+
+/// Headers that carry credentials; never stored.
+const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-gitlab-token",
+];
+
+pub async fn handle(
+    app: &Arc<App>,
+    role: Role,
+    peer: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if role.serves_hooks() {
+        if let Some(id) = path.strip_prefix("/hooks/") {
+            if req.method() != Method::POST {
+                app.metrics.reject("method");
+                return method_not_allowed("POST");
+            }
+            return hook(app, id, peer, req).await;
+        }
+    }
+    if role.serves_admin() {
+        let admin = matches!(
+            path.as_str(),
+            "/healthz" | "/readyz" | "/status" | "/metrics"
+        );
+        if admin {
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return method_not_allowed("GET, HEAD");
+            }
+            return admin_route(app, &path);
+        }
+    }
+    app.metrics.reject("not_found");
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; hooks are POST /hooks/{id}",
+    )
+}
+
+fn admin_route(app: &App, path: &str) -> Response<Body> {
+    match path {
+        "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/readyz" => {
+            let problems = app.readiness_problems();
+            if problems.is_empty() {
+                json_response(StatusCode::OK, &json!({"ready": true}))
+            } else {
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"ready": false, "problems": problems}),
+                )
+            }
+        }
+        "/status" => json_response(StatusCode::OK, &app.status_json()),
+        _ => {
+            let m = &app.metrics;
+            m.queue_depth
+                .set(app.writer.status.queue_depth.load(Ordering::Relaxed) as i64);
+            m.store_up.set(i64::from(app.writer.status.available()));
+            let mut r = Response::new(Full::new(Bytes::from(m.render())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+    }
+}
+
+/// What the hook handler decided, for the response and the log line.
+struct Answer {
+    status: StatusCode,
+    body: serde_json::Value,
+    retry_after: Option<u32>,
+    delivery: Option<String>,
+    event: Option<String>,
+    detail: String,
+}
+
+impl Answer {
+    fn fail(status: StatusCode, message: impl Into<String>) -> Answer {
+        let message = message.into();
+        Answer {
+            status,
+            body: json!({ "error": message }),
+            retry_after: None,
+            delivery: None,
+            event: None,
+            detail: format!("error={message:?}"),
+        }
+    }
+
+    fn retry(mut self, secs: u32) -> Answer {
+        self.retry_after = Some(secs);
+        self
+    }
+}
+
+async fn hook(
+    app: &Arc<App>,
+    id: &str,
+    peer: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let live = app.live();
+    let Some(hook) = live.hooks.get(id).cloned() else {
+        app.metrics.reject("unknown_hook");
+        let shown: String = id.chars().take(64).collect();
+        log::warn!(
+            "hook={shown:?} status=404 peer={} error=\"unknown hook\"",
+            peer_str(peer)
+        );
+        return error(StatusCode::NOT_FOUND, "unknown hook");
+    };
+    drop(live);
+    let answer = process(app, &hook, req).await;
+    let c = &hook.counters;
+    match answer.status.as_u16() {
+        202 => {}
+        200 => {}
+        401 => {
+            c.unauthorized.inc();
+        }
+        413 => {
+            c.too_large.inc();
+        }
+        503 | 500 => {
+            c.unavailable.inc();
+        }
+        _ => {
+            c.bad_request.inc();
+        }
+    }
+    if !answer.status.is_success() {
+        app.metrics.rejected_total.inc();
+    }
+    let elapsed = started.elapsed();
+    app.metrics.request_seconds.observe(elapsed.as_secs_f64());
+    let line = format!(
+        "hook={} delivery={} event={} status={} duration_ms={:.2} peer={} {}",
+        hook.id,
+        answer.delivery.as_deref().unwrap_or("-"),
+        answer.event.as_deref().unwrap_or("-"),
+        answer.status.as_u16(),
+        elapsed.as_secs_f64() * 1000.0,
+        peer_str(peer),
+        answer.detail,
+    );
+    match answer.status.as_u16() {
+        200..=299 => log::info!("{line}"),
+        500..=599 => log::error!("{line}"),
+        _ => log::warn!("{line}"),
+    }
+    let mut resp = json_response(answer.status, &answer.body);
+    if let Some(s) = answer.retry_after {
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+    }
+    resp
+}
+
+async fn process(app: &App, hook: &Hook, req: Request<Incoming>) -> Answer {
+    if let Some(p) = &hook.problem {
+        log::debug!("hook {}: {p}", hook.id);
+        return Answer::fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hook is not usable: no secret is configured (see the server log)",
+        )
+        .retry(60);
+    }
+    let (parts, body) = req.into_parts();
+    let content_length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match read_body(body, content_length, hook.body_limit).await {
+        Ok(b) => b,
+        Err(e @ BodyError::TooLarge(_)) => {
+            return Answer::fail(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+        }
+        Err(e) => return Answer::fail(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let verified = match hook
+        .scheme
+        .verify(&parts.headers, &body, &hook.secrets, SystemTime::now())
+    {
+        Ok(v) => v,
+        Err(e) => return Answer::fail(StatusCode::UNAUTHORIZED, e.to_string()),
+    };
+    let event = verified.event.clone().unwrap_or_else(|| "unknown".into());
+    let Some(delivery) = verified.delivery_id.clone() else {
+        let mut a = Answer::fail(
+            StatusCode::BAD_REQUEST,
+            format!("missing {} header", hook.scheme.delivery_header()),
+        );
+        a.event = Some(event);
+        return a;
+    };
+    if delivery.len() > 200 || delivery.chars().any(|c| c.is_control()) {
+        return Answer::fail(
+            StatusCode::BAD_REQUEST,
+            "delivery id is longer than 200 bytes or has control characters",
+        );
+    }
+    let key = format!("key={}", verified.key_index);
+    if let Some(allowed) = &hook.events {
+        if !allowed.contains(&event) {
+            hook.counters.ignored.inc();
+            app.metrics.ignored_total.inc();
+            return Answer {
+                status: StatusCode::OK,
+                body: json!({"status": "ignored", "reason": "event type not configured for this hook"}),
+                retry_after: None,
+                delivery: Some(delivery),
+                event: Some(event),
+                detail: format!("{key} ignored=event-filter"),
+            };
+        }
+    }
+    let new = NewEvent {
+        id: crate::id::new_event_id(),
+        hook_id: hook.id.clone(),
+        delivery_id: delivery.clone(),
+        event_type: event.clone(),
+        received_at: SystemTime::now(),
+        headers: headers_json(&parts.headers),
+        body,
+        state: EventState::Stored,
+    };
+    let with = |mut a: Answer| {
+        a.delivery = Some(delivery.clone());
+        a.event = Some(event.clone());
+        a
+    };
+    let rx = match app.writer.submit(new) {
+        Ok(rx) => rx,
+        Err(e @ SubmitError::Full(_)) => {
+            return with(
+                Answer::fail(StatusCode::SERVICE_UNAVAILABLE, format!("overloaded: {e}")).retry(1),
+            )
+        }
+        Err(e @ SubmitError::Closed) => {
+            return with(Answer::fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))
+        }
+    };
+    let timeout = app.live().config.server.store_timeout;
+    let reply = match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(StoreError::Unavailable("store writer stopped".into())),
+        Err(_) => {
+            return with(
+                Answer::fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("store did not answer within {timeout:?}"),
+                )
+                .retry(5),
+            )
+        }
+    };
+    match reply {
+        Ok(Outcome::Stored(id)) => {
+            hook.counters.accepted.inc();
+            app.metrics.accepted_total.inc();
+            let detail = format!("{key} id={id}");
+            with(Answer {
+                status: StatusCode::ACCEPTED,
+                body: json!({"id": id, "status": "accepted"}),
+                retry_after: None,
+                delivery: None,
+                event: None,
+                detail,
+            })
+        }
+        Ok(Outcome::Duplicate(id)) => {
+            hook.counters.duplicate.inc();
+            app.metrics.duplicate_total.inc();
+            let detail = format!("{key} id={id} duplicate");
+            with(Answer {
+                status: StatusCode::OK,
+                body: json!({"id": id, "status": "duplicate"}),
+                retry_after: None,
+                delivery: None,
+                event: None,
+                detail,
+            })
+        }
+        Err(e @ StoreError::Unavailable(_)) => {
+            let mut a = Answer::fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store unavailable, try again later",
+            )
+            .retry(5);
+            a.detail = format!("error=\"{e}\"");
+            with(a)
+        }
+        Err(e) => {
+            let mut a = Answer::fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store error, see the server log",
+            );
+            a.detail = format!("error=\"{e}\"");
+            with(a)
+        }
+    }
+}
+
+/// The request headers as a JSON array of `[name, value]`, minus credentials.
+fn headers_json(h: &HeaderMap) -> String {
+    let pairs: Vec<[std::borrow::Cow<'_, str>; 2]> = h
+        .iter()
+        .filter(|(k, _)| !SENSITIVE_HEADERS.contains(&k.as_str()))
+        .map(|(k, v)| [k.as_str().into(), String::from_utf8_lossy(v.as_bytes())])
+        .collect();
+    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
+}
+
+fn peer_str(peer: Option<SocketAddr>) -> String {
+    peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into())
+}
+
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut bytes = serde_json::to_vec(v).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &json!({ "error": message }))
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}

@@ -1,0 +1,215 @@
+//! Durable event storage.
+//!
+//! Two engines behind one small trait: the embedded SQLite store (the default,
+//! works right after install) and PostgreSQL (production, several instances).
+//! All calls are blocking: they run on dedicated writer threads (see
+//! [`writer`]) or on `spawn_blocking`, never on a tokio worker, because the
+//! `postgres` client runs its own runtime and must not be nested in ours.
+
+pub mod migrations;
+pub mod postgres;
+pub mod sqlite;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::config::StoreConfig;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or opened right now; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A statement failed for a reason other than reachability.
+    #[error("store query failed: {0}")]
+    Query(String),
+    #[error("migration {version} ({name}) failed: {message}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        message: String,
+    },
+    #[error(
+        "database schema version {found} is newer than this webhookd knows ({known}); upgrade webhookd"
+    )]
+    SchemaTooNew { found: i32, known: i32 },
+    #[error("the database has no webhookd schema yet; run `webhookd migrate`")]
+    NotMigrated,
+    #[error("invalid store url: {0}")]
+    BadUrl(String),
+}
+
+/// Lifecycle of a stored event. `Stored` means "kept, nothing to do".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventState {
+    Stored,
+    Pending,
+    Delivering,
+    Done,
+    Dead,
+}
+
+impl EventState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Stored => "stored",
+            EventState::Pending => "pending",
+            EventState::Delivering => "delivering",
+            EventState::Done => "done",
+            EventState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventState> {
+        Some(match s {
+            "stored" => EventState::Stored,
+            "pending" => EventState::Pending,
+            "delivering" => EventState::Delivering,
+            "done" => EventState::Done,
+            "dead" => EventState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// An event as accepted from the network, before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub hook_id: String,
+    pub delivery_id: String,
+    pub event_type: String,
+    pub received_at: SystemTime,
+    /// JSON array of `[name, value]` pairs, sensitive headers removed.
+    pub headers: String,
+    pub body: Bytes,
+    pub state: EventState,
+}
+
+/// What happened to one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Newly stored under this id.
+    Stored(String),
+    /// Already stored (same hook and delivery id) under this id.
+    Duplicate(String),
+}
+
+/// A stored event as shown by `events list` / `events show`.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub id: String,
+    pub hook_id: String,
+    pub delivery_id: String,
+    pub event_type: String,
+    pub received_at: SystemTime,
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: SystemTime,
+    pub last_error: Option<String>,
+    pub body_len: usize,
+    /// Present only when asked for (`show`).
+    pub headers: Option<String>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// Filters for listing events.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub hook_id: Option<String>,
+    pub state: Option<EventState>,
+    pub limit: usize,
+}
+
+/// Writes batches; one per writer thread, holding that thread's connection.
+pub trait BatchSink: Send {
+    /// Store `events` in one transaction. The result has one entry per event,
+    /// in order. Either the whole batch is durable or none of it is.
+    fn write_batch(&mut self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError>;
+}
+
+/// A storage engine.
+pub trait Store: Send + Sync + 'static {
+    /// "sqlite" or "postgres".
+    fn kind(&self) -> &'static str;
+    /// Apply pending migrations under a lock; returns how many were applied.
+    fn migrate(&self) -> Result<usize, StoreError>;
+    /// Fail unless the schema is present and not newer than this build.
+    fn check_schema(&self) -> Result<(), StoreError>;
+    /// A new sink for a writer thread.
+    fn sink(&self) -> Box<dyn BatchSink>;
+    /// Is the database reachable right now?
+    fn ping(&self) -> Result<(), StoreError>;
+    fn list(&self, q: &ListQuery) -> Result<Vec<EventRecord>, StoreError>;
+    fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError>;
+}
+
+/// Open the store named by `cfg.url`. Does not touch the schema.
+pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = cfg.url.strip_prefix("sqlite:") {
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err(StoreError::BadUrl("sqlite: needs a path".into()));
+        }
+        Ok(Arc::new(sqlite::SqliteStore::open(path.into())?))
+    } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(cfg)?))
+    } else {
+        Err(StoreError::BadUrl(
+            "expected sqlite:///path or postgres://...".into(),
+        ))
+    }
+}
+
+/// Microseconds since the Unix epoch (the embedded store's time format).
+pub fn to_micros(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i64,
+        Err(e) => -(e.duration().as_micros() as i64),
+    }
+}
+
+pub fn from_micros(us: i64) -> SystemTime {
+    if us >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    }
+}
+
+/// Redact a database URL for messages: drop any password.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+    }
+
+    #[test]
+    fn micros_roundtrip() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(from_micros(to_micros(t)), t);
+    }
+}

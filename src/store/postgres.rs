@@ -1,0 +1,360 @@
+//! PostgreSQL store: the production engine, shared by several instances.
+//!
+//! `postgres` + `r2d2` are blocking, so this code only runs on writer threads
+//! and blocking tasks. A batch is one `INSERT … SELECT FROM unnest(arrays)
+//! ON CONFLICT DO NOTHING RETURNING id`: one prepared statement whatever the
+//! batch size, one round trip, one commit.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use postgres::{NoTls, Statement};
+use r2d2::{Pool, PooledConnection};
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::migrations::{self, POSTGRES};
+use super::{redact_url, BatchSink, EventRecord, ListQuery, NewEvent, Outcome, Store, StoreError};
+use crate::config::StoreConfig;
+
+type Manager = PostgresConnectionManager<NoTls>;
+type Conn = PooledConnection<Manager>;
+
+/// Key of the session advisory lock that serialises migrations.
+const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b64; // "webhookd"
+
+pub struct PgStore {
+    pool: Pool<Manager>,
+    config: postgres::Config,
+    url: String,
+}
+
+impl PgStore {
+    pub fn open(cfg: &StoreConfig) -> Result<PgStore, StoreError> {
+        let url = redact_url(&cfg.url);
+        let mut config: postgres::Config = cfg
+            .url
+            .parse()
+            .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+        config
+            .connect_timeout(cfg.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .application_name("webhookd");
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        // build_unchecked: starting while the database is down is allowed;
+        // the store reports "unavailable" until it answers.
+        let pool = Pool::builder()
+            .max_size(cfg.pool_size)
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .connection_timeout(cfg.connect_timeout)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager);
+        Ok(PgStore { pool, config, url })
+    }
+
+    fn conn(&self) -> Result<Conn, StoreError> {
+        self.pool
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url)))
+    }
+}
+
+/// Connection loss and server shutdown are "unavailable"; the rest is a query error.
+pub(crate) fn map_err(e: postgres::Error) -> StoreError {
+    if e.is_closed() {
+        return StoreError::Unavailable(format!("connection closed: {e}"));
+    }
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            if c.starts_with("08") || c.starts_with("57P") || c == "53300" || c == "53100" {
+                StoreError::Unavailable(e.to_string())
+            } else {
+                StoreError::Query(e.to_string())
+            }
+        }
+        // No SQLSTATE: an IO-level failure.
+        None => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+const INSERT: &str = "INSERT INTO events (id, hook_id, delivery_id, event_type, received_at, headers, body, state, attempts, next_attempt_at, updated_at) \
+     SELECT u.id, u.hook_id, u.delivery_id, u.event_type, u.received_at, u.headers, u.body, u.state, 0, u.received_at, u.received_at \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bytea[], $8::text[]) \
+       AS u(id, hook_id, delivery_id, event_type, received_at, headers, body, state) \
+     ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING id";
+const EXISTING: &str = "SELECT e.id, e.hook_id, e.delivery_id FROM events e \
+     JOIN unnest($1::text[], $2::text[]) AS k(hook_id, delivery_id) \
+       ON e.hook_id = k.hook_id AND e.delivery_id = k.delivery_id";
+const COLUMNS: &str = "id, hook_id, delivery_id, event_type, received_at, state, attempts, next_attempt_at, last_error, length(body)";
+
+struct Prepared {
+    conn: Conn,
+    insert: Statement,
+    existing: Statement,
+}
+
+struct PgSink {
+    pool: Pool<Manager>,
+    url: String,
+    prepared: Option<Prepared>,
+}
+
+impl PgSink {
+    fn prepared(&mut self) -> Result<&mut Prepared, StoreError> {
+        if self.prepared.is_none() {
+            let mut conn = self
+                .pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url)))?;
+            let insert = conn.prepare(INSERT).map_err(map_err)?;
+            let existing = conn.prepare(EXISTING).map_err(map_err)?;
+            self.prepared = Some(Prepared {
+                conn,
+                insert,
+                existing,
+            });
+        }
+        self.prepared
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))
+    }
+
+    /// One transaction for the batch. `unique` holds the first occurrence of
+    /// each (hook, delivery) key in the batch.
+    fn write_unique(
+        p: &mut Prepared,
+        events: &[&NewEvent],
+    ) -> Result<HashMap<(String, String), Outcome>, StoreError> {
+        let mut tx = p.conn.transaction().map_err(map_err)?;
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let hooks: Vec<&str> = events.iter().map(|e| e.hook_id.as_str()).collect();
+        let deliveries: Vec<&str> = events.iter().map(|e| e.delivery_id.as_str()).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let received: Vec<SystemTime> = events.iter().map(|e| e.received_at).collect();
+        let headers: Vec<&str> = events.iter().map(|e| e.headers.as_str()).collect();
+        let bodies: Vec<&[u8]> = events.iter().map(|e| &e.body[..]).collect();
+        let states: Vec<&str> = events.iter().map(|e| e.state.as_str()).collect();
+        let rows = tx
+            .query(
+                &p.insert,
+                &[
+                    &ids,
+                    &hooks,
+                    &deliveries,
+                    &types,
+                    &received,
+                    &headers,
+                    &bodies,
+                    &states,
+                ],
+            )
+            .map_err(map_err)?;
+        let inserted: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        let mut out = HashMap::with_capacity(events.len());
+        let mut missing_hooks = Vec::new();
+        let mut missing_deliveries = Vec::new();
+        for e in events {
+            let key = (e.hook_id.clone(), e.delivery_id.clone());
+            if inserted.contains(&e.id) {
+                out.insert(key, Outcome::Stored(e.id.clone()));
+            } else {
+                missing_hooks.push(e.hook_id.as_str());
+                missing_deliveries.push(e.delivery_id.as_str());
+            }
+        }
+        if !missing_hooks.is_empty() {
+            let rows = tx
+                .query(&p.existing, &[&missing_hooks, &missing_deliveries])
+                .map_err(map_err)?;
+            for r in rows {
+                let key = (r.get::<_, String>(1), r.get::<_, String>(2));
+                out.insert(key, Outcome::Duplicate(r.get(0)));
+            }
+        }
+        tx.commit().map_err(map_err)?;
+        Ok(out)
+    }
+}
+
+impl BatchSink for PgSink {
+    fn write_batch(&mut self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
+        // De-duplicate inside the batch first; the database handles the rest.
+        let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(events.len());
+        let unique: Vec<&NewEvent> = events
+            .iter()
+            .filter(|e| seen.insert((e.hook_id.as_str(), e.delivery_id.as_str())))
+            .collect();
+        let mut result = None;
+        // A pooled connection may have died while idle (database restart):
+        // retry once on a fresh one. Safe even if the first commit went
+        // through: the unique key turns a re-insert into "duplicate".
+        for attempt in 0..2 {
+            let p = self.prepared()?;
+            match PgSink::write_unique(p, &unique) {
+                Ok(map) => {
+                    result = Some(map);
+                    break;
+                }
+                Err(e) => {
+                    let closed = self
+                        .prepared
+                        .as_ref()
+                        .map(|p| p.conn.is_closed())
+                        .unwrap_or(true);
+                    self.prepared = None;
+                    if !(closed && attempt == 0) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let map = result.ok_or_else(|| StoreError::Unavailable("write failed".into()))?;
+        events
+            .iter()
+            .map(|e| {
+                match map.get(&(e.hook_id.clone(), e.delivery_id.clone())) {
+                    // A later copy in the same batch is a duplicate of the first.
+                    Some(Outcome::Stored(id)) if *id != e.id => Ok(Outcome::Duplicate(id.clone())),
+                    Some(o) => Ok(o.clone()),
+                    None => Err(StoreError::Query(format!(
+                        "event {} was neither inserted nor found",
+                        e.id
+                    ))),
+                }
+            })
+            .collect()
+    }
+}
+
+fn record(r: &postgres::Row) -> EventRecord {
+    EventRecord {
+        id: r.get(0),
+        hook_id: r.get(1),
+        delivery_id: r.get(2),
+        event_type: r.get(3),
+        received_at: r.get(4),
+        state: r.get(5),
+        attempts: r.get(6),
+        next_attempt_at: r.get(7),
+        last_error: r.get(8),
+        body_len: r.get::<_, i32>(9) as usize,
+        headers: None,
+        body: None,
+    }
+}
+
+impl Store for PgStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn migrate(&self) -> Result<usize, StoreError> {
+        // A dedicated connection: closing it releases the advisory lock even
+        // if a migration fails half-way.
+        let mut client = self
+            .config
+            .connect(NoTls)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url)))?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(map_err)?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS webhookd_schema (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .map_err(map_err)?;
+        let current: i32 = client
+            .query_one("SELECT coalesce(max(version), 0) FROM webhookd_schema", &[])
+            .map_err(map_err)?
+            .get(0);
+        let known = migrations::latest(POSTGRES);
+        if current > known {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known,
+            });
+        }
+        let mut applied = 0;
+        for m in POSTGRES.iter().filter(|m| m.version > current) {
+            let fail = |e: postgres::Error| StoreError::Migration {
+                version: m.version,
+                name: m.name,
+                message: e.to_string(),
+            };
+            let mut tx = client.transaction().map_err(fail)?;
+            tx.batch_execute(m.sql).map_err(fail)?;
+            tx.execute(
+                "INSERT INTO webhookd_schema (version, name) VALUES ($1, $2)",
+                &[&m.version, &m.name],
+            )
+            .map_err(fail)?;
+            tx.commit().map_err(fail)?;
+            applied += 1;
+        }
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .map_err(map_err)?;
+        Ok(applied)
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let row = c
+            .query_one("SELECT to_regclass('webhookd_schema') IS NOT NULL", &[])
+            .map_err(map_err)?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError::NotMigrated);
+        }
+        let v: i32 = c
+            .query_one("SELECT coalesce(max(version), 0) FROM webhookd_schema", &[])
+            .map_err(map_err)?
+            .get(0);
+        let known = migrations::latest(POSTGRES);
+        match v {
+            v if v > known => Err(StoreError::SchemaTooNew { found: v, known }),
+            v if v < known => Err(StoreError::NotMigrated),
+            _ => Ok(()),
+        }
+    }
+
+    fn sink(&self) -> Box<dyn BatchSink> {
+        Box::new(PgSink {
+            pool: self.pool.clone(),
+            url: self.url.clone(),
+            prepared: None,
+        })
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        c.batch_execute("SELECT 1").map_err(map_err)
+    }
+
+    fn list(&self, q: &ListQuery) -> Result<Vec<EventRecord>, StoreError> {
+        let mut c = self.conn()?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE ($1::text IS NULL OR hook_id = $1) AND ($2::text IS NULL OR state = $2) \
+             ORDER BY received_at DESC, id DESC LIMIT $3"
+        );
+        let state = q.state.map(|s| s.as_str());
+        let limit = q.limit.max(1) as i64;
+        let rows = c
+            .query(&sql, &[&q.hook_id, &state, &limit])
+            .map_err(map_err)?;
+        Ok(rows.iter().map(record).collect())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        let mut c = self.conn()?;
+        let sql = format!("SELECT {COLUMNS}, headers, body FROM events WHERE id = $1");
+        let row = c.query_opt(&sql, &[&id]).map_err(map_err)?;
+        Ok(row.map(|r| {
+            let mut rec = record(&r);
+            rec.headers = Some(r.get(10));
+            rec.body = Some(r.get(11));
+            rec
+        }))
+    }
+}

@@ -1,0 +1,320 @@
+//! Group commit: request handlers hand events to writer threads through a
+//! bounded queue; each writer takes everything queued (up to `batch_max`),
+//! stores it in one transaction, then answers every waiting request.
+//!
+//! This is where throughput comes from: one commit (one fsync, one round
+//! trip) serves many requests. A full queue is answered with 503 at once
+//! instead of letting requests pile up past the sender's timeout.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::{NewEvent, Outcome, Store, StoreError};
+use crate::metrics::Metrics;
+
+/// The reply a request waits for.
+pub type Reply = Result<Outcome, StoreError>;
+
+struct Job {
+    event: NewEvent,
+    reply: oneshot::Sender<Reply>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("store queue is full ({0} events waiting)")]
+    Full(usize),
+    #[error("store writer has stopped")]
+    Closed,
+}
+
+/// Liveness of one writer thread, read by the watchdog: when the writer is
+/// inside a batch, the time (ms since `epoch`, plus one) it started; 0 when
+/// idle. Idle writers are healthy however long they wait for work.
+pub struct WriterHealth {
+    busy_since_ms: AtomicU64,
+}
+
+/// Shared state of the store: health, last error, queue depth.
+pub struct StoreStatus {
+    available: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    pub queue_depth: AtomicUsize,
+}
+
+impl StoreStatus {
+    pub fn new() -> StoreStatus {
+        StoreStatus {
+            available: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+            queue_depth: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn set_ok(&self) {
+        if !self.available.swap(true, Ordering::AcqRel) {
+            log::info!("store is reachable again");
+        }
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = None;
+        }
+    }
+
+    pub fn set_error(&self, e: &StoreError) {
+        if matches!(e, StoreError::Unavailable(_)) && self.available.swap(false, Ordering::AcqRel) {
+            log::error!("store became unavailable: {e}");
+        }
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.to_string());
+        }
+    }
+
+    pub fn available(&self) -> bool {
+        self.available.load(Ordering::Acquire)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+impl Default for StoreStatus {
+    fn default() -> Self {
+        StoreStatus::new()
+    }
+}
+
+/// Handle used by request handlers to submit events.
+pub struct Writer {
+    tx: SyncSender<Job>,
+    capacity: usize,
+    closing: Arc<AtomicBool>,
+    health: Arc<Vec<WriterHealth>>,
+    epoch: Instant,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub status: Arc<StoreStatus>,
+}
+
+pub struct WriterOptions {
+    pub threads: usize,
+    pub batch_max: usize,
+    pub queue_capacity: usize,
+    /// Test-only: while this file exists, writers stop making progress, so
+    /// the watchdog test can prove that a wedged writer stops the pings.
+    pub wedge_file: Option<PathBuf>,
+}
+
+impl Writer {
+    pub fn start(
+        store: Arc<dyn Store>,
+        opts: WriterOptions,
+        metrics: Arc<Metrics>,
+        status: Arc<StoreStatus>,
+    ) -> Result<Writer, StoreError> {
+        let (tx, rx) = sync_channel::<Job>(opts.queue_capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let closing = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
+        let n = opts.threads.max(1);
+        let health: Arc<Vec<WriterHealth>> = Arc::new(
+            (0..n)
+                .map(|_| WriterHealth {
+                    busy_since_ms: AtomicU64::new(0),
+                })
+                .collect(),
+        );
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let ctx = WriterThread {
+                index: i,
+                rx: rx.clone(),
+                sink: store.sink(),
+                batch_max: opts.batch_max,
+                closing: closing.clone(),
+                health: health.clone(),
+                epoch,
+                metrics: metrics.clone(),
+                status: status.clone(),
+                wedge_file: opts.wedge_file.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("store-writer-{i}"))
+                .spawn(move || ctx.run())
+                .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+            threads.push(handle);
+        }
+        Ok(Writer {
+            tx,
+            capacity: opts.queue_capacity,
+            closing,
+            health,
+            epoch,
+            threads: Mutex::new(threads),
+            status,
+        })
+    }
+
+    /// Queue an event; never blocks. The receiver resolves once it is durable
+    /// (or the batch failed).
+    pub fn submit(&self, event: NewEvent) -> Result<oneshot::Receiver<Reply>, SubmitError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(SubmitError::Closed);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.status.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Job { event, reply }) {
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.status.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                match e {
+                    TrySendError::Full(_) => Err(SubmitError::Full(self.capacity)),
+                    TrySendError::Disconnected(_) => Err(SubmitError::Closed),
+                }
+            }
+        }
+    }
+
+    /// How long the slowest writer has been inside its current batch
+    /// (zero when all are idle).
+    pub fn max_stall(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let oldest = self
+            .health
+            .iter()
+            .map(|h| h.busy_since_ms.load(Ordering::Acquire))
+            .filter(|&t| t != 0)
+            .min()
+            .unwrap_or(now);
+        Duration::from_millis(now.saturating_sub(oldest))
+    }
+
+    /// Stop taking new events, let the writers store what is queued, and
+    /// wait for them until `deadline`. Returns false if some writer did not
+    /// finish in time.
+    pub fn close(&self, deadline: Instant) -> bool {
+        self.closing.store(true, Ordering::Release);
+        let threads = match self.threads.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(_) => return false,
+        };
+        let mut all = true;
+        for t in threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                all = false;
+            }
+        }
+        all
+    }
+}
+
+struct WriterThread {
+    index: usize,
+    rx: Arc<Mutex<Receiver<Job>>>,
+    sink: Box<dyn super::BatchSink>,
+    batch_max: usize,
+    closing: Arc<AtomicBool>,
+    health: Arc<Vec<WriterHealth>>,
+    epoch: Instant,
+    metrics: Arc<Metrics>,
+    status: Arc<StoreStatus>,
+    wedge_file: Option<PathBuf>,
+}
+
+impl WriterThread {
+    fn set_busy(&self, busy: bool) {
+        let v = if busy {
+            self.epoch.elapsed().as_millis() as u64 + 1
+        } else {
+            0
+        };
+        if let Some(h) = self.health.get(self.index) {
+            h.busy_since_ms.store(v, Ordering::Release);
+        }
+    }
+
+    /// Take up to `batch_max` jobs: wait for the first, then drain what is
+    /// already queued. Returns None when closing and the queue is empty.
+    fn take_batch(&self) -> Option<Vec<Job>> {
+        loop {
+            let guard = match self.rx.lock() {
+                Ok(g) => g,
+                Err(_) => return None,
+            };
+            match guard.recv_timeout(Duration::from_millis(250)) {
+                Ok(first) => {
+                    let mut jobs = Vec::with_capacity(self.batch_max.min(64));
+                    jobs.push(first);
+                    while jobs.len() < self.batch_max {
+                        match guard.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    self.set_busy(true);
+                    return Some(jobs);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.closing.load(Ordering::Acquire) {
+                        return None;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    fn run(mut self) {
+        while let Some(jobs) = self.take_batch() {
+            self.status
+                .queue_depth
+                .fetch_sub(jobs.len(), Ordering::Relaxed);
+            if let Some(f) = &self.wedge_file {
+                while f.exists() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            let (events, replies): (Vec<NewEvent>, Vec<oneshot::Sender<Reply>>) =
+                jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
+            let started = Instant::now();
+            let result = self.sink.write_batch(&events);
+            self.metrics
+                .store_commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(outcomes) => {
+                    self.status.set_ok();
+                    self.metrics.store_commits.inc();
+                    self.metrics.store_batch_size.observe(events.len() as f64);
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        // The requester may have timed out; the event is stored anyway.
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    self.metrics.store_errors.inc();
+                    self.status.set_error(&e);
+                    log::warn!(
+                        "store writer {}: batch of {} events failed: {e}",
+                        self.index,
+                        events.len()
+                    );
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+            self.set_busy(false);
+        }
+    }
+}

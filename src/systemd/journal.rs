@@ -1,0 +1,125 @@
+//! Logging: to the journal with priorities, to syslog, or to plain stderr.
+//!
+//! When systemd connects stderr to the journal it sets `JOURNAL_STREAM` to
+//! the stream's device and inode; if they match our fd 2, a `<N>` prefix on
+//! each line becomes the entry's PRIORITY. That needs no socket and no extra
+//! crate, and keeps working inside the sandbox of a hardened unit.
+
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+
+use crate::config::{LogConfig, LogTarget};
+
+enum Sink {
+    Journal,
+    Stderr,
+    Syslog(Mutex<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>),
+}
+
+struct Logger {
+    sink: Sink,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Does `JOURNAL_STREAM` describe our stderr?
+pub fn stderr_is_journal() -> bool {
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        Ok(st) => u64::from(st.st_dev) == dev && u64::from(st.st_ino) == ino,
+        Err(_) => false,
+    }
+}
+
+/// Install the global logger. Called once, early; later calls only change
+/// the level (the target needs a restart).
+pub fn init(cfg: &LogConfig) {
+    let sink = match cfg.target {
+        LogTarget::Journal => Sink::Journal,
+        LogTarget::Stderr => Sink::Stderr,
+        LogTarget::Auto if stderr_is_journal() => Sink::Journal,
+        LogTarget::Auto => Sink::Stderr,
+        LogTarget::Syslog => {
+            let formatter = syslog::Formatter3164 {
+                facility: syslog::Facility::LOG_DAEMON,
+                hostname: None,
+                process: "webhookd".into(),
+                pid: std::process::id(),
+            };
+            match syslog::unix(formatter) {
+                Ok(l) => Sink::Syslog(Mutex::new(l)),
+                Err(e) => {
+                    eprintln!("webhookd: cannot connect to syslog ({e}); logging to stderr");
+                    Sink::Stderr
+                }
+            }
+        }
+    };
+    let logger = LOGGER.get_or_init(|| Logger { sink });
+    let _ = log::set_logger(logger);
+    log::set_max_level(cfg.level);
+}
+
+/// Change the level (on reload).
+pub fn set_level(level: log::LevelFilter) {
+    log::set_max_level(level);
+}
+
+/// syslog(3) priority of a log level.
+fn priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        // Libraries (hyper, r2d2, postgres) only get to speak about problems.
+        m.level() <= log::max_level()
+            && (m.target().starts_with("webhookd") || m.level() <= log::Level::Warn)
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        match &self.sink {
+            Sink::Journal => {
+                // One write per line so concurrent lines never interleave.
+                let line = format!("<{}>{}\n", priority(r.level()), r.args());
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+            Sink::Stderr => {
+                let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+                let line = format!("{now} {:<5} {}\n", r.level(), r.args());
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+            Sink::Syslog(l) => {
+                let msg = r.args().to_string();
+                if let Ok(mut l) = l.lock() {
+                    let _ = match r.level() {
+                        log::Level::Error => l.err(msg),
+                        log::Level::Warn => l.warning(msg),
+                        log::Level::Info => l.info(msg),
+                        _ => l.debug(msg),
+                    };
+                }
+            }
+        }
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
