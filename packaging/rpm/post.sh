@@ -1,0 +1,15 @@
+# webhookd %post ($1: 1 = first install, 2 = upgrade). cargo-generate-rpm has
+# no systemd macros, so this does by hand what %systemd_post and %sysusers would.
+systemd-sysusers /usr/lib/sysusers.d/webhookd.conf >/dev/null 2>&1 || :
+systemd-tmpfiles --create /usr/lib/tmpfiles.d/webhookd.conf >/dev/null 2>&1 || :
+chmod 0600 /etc/webhookd/tunnel.env 2>/dev/null || :
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || :
+fi
+if [ "$1" -eq 1 ]; then
+    # Enable the socket (works without a running systemd too) and start it.
+    systemctl enable webhook.socket >/dev/null 2>&1 || :
+    if [ -d /run/systemd/system ]; then
+        systemctl start webhook.socket >/dev/null 2>&1 || :
+    fi
+fi
