@@ -34,7 +34,9 @@ pub fn stderr_is_journal() -> bool {
         return false;
     };
     match nix::sys::stat::fstat(std::io::stderr()) {
-        Ok(st) => u64::from(st.st_dev) == dev && u64::from(st.st_ino) == ino,
+        // dev_t and ino_t differ in width between platforms.
+        #[allow(clippy::unnecessary_cast)]
+        Ok(st) => st.st_dev as u64 == dev && st.st_ino as u64 == ino,
         Err(_) => false,
     }
 }

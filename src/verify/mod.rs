@@ -95,7 +95,7 @@ impl Scheme {
     /// The sender's delivery-id header, named in "missing delivery id" errors.
     pub fn delivery_header(&self) -> &'static str {
         match self {
-            Scheme::Github(_) => github::DELIVERY_HEADER,
+            Scheme::Github(_) => "X-GitHub-Delivery",
         }
     }
 }

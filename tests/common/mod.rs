@@ -1,0 +1,510 @@
+//! Shared test helpers: temp dirs, a throwaway database per test, the real
+//! daemon binary as a child process, a minimal HTTP/1.1 client over real
+//! sockets, a notify socket, and a TCP proxy that can cut a connection.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// GitHub's documentation secret.
+pub const SECRET: &str = "It's a Secret to Everybody";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_webhookd")
+}
+
+/// A temporary directory removed on drop.
+pub struct Env {
+    pub dir: PathBuf,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Env {
+    pub fn new(name: &str) -> Env {
+        let dir = std::env::temp_dir().join(format!(
+            "webhookd-test-{name}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.join(f)
+    }
+
+    pub fn write(&self, f: &str, contents: &str) -> PathBuf {
+        let p = self.path(f);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}", self.path("events.db").display())
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// The throwaway cluster started by scripts/test.
+pub fn pg_admin_url() -> String {
+    std::env::var("WEBHOOKD_TEST_PG").unwrap_or_else(|_| {
+        panic!(
+            "WEBHOOKD_TEST_PG is not set: run the tests with scripts/test, which starts a throwaway PostgreSQL"
+        )
+    })
+}
+
+/// A fresh, empty database in the throwaway cluster.
+pub fn pg_url() -> String {
+    let admin = pg_admin_url();
+    let name = format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+pub fn store_url(kind: Kind, env: &Env) -> String {
+    match kind {
+        Kind::Sqlite => env.sqlite_url(),
+        Kind::Postgres => pg_url(),
+    }
+}
+
+/// Rows stored for a delivery id (or all rows when None).
+pub fn count_rows(url: &str, delivery: Option<&str>) -> i64 {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).unwrap();
+        match delivery {
+            Some(d) => c
+                .query_row(
+                    "SELECT count(*) FROM events WHERE delivery_id = ?1",
+                    [d],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+            None => c
+                .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+                .unwrap(),
+        }
+    } else {
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        match delivery {
+            Some(d) => c
+                .query_one("SELECT count(*) FROM events WHERE delivery_id = $1", &[&d])
+                .unwrap()
+                .get(0),
+            None => c
+                .query_one("SELECT count(*) FROM events", &[])
+                .unwrap()
+                .get(0),
+        }
+    }
+}
+
+/// A stored body, byte for byte.
+pub fn stored_body(url: &str, delivery: &str) -> Option<Vec<u8>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.query_row(
+            "SELECT body FROM events WHERE delivery_id = ?1",
+            [delivery],
+            |r| r.get(0),
+        )
+        .ok()
+    } else {
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        c.query_opt(
+            "SELECT body FROM events WHERE delivery_id = $1",
+            &[&delivery],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config with one GitHub hook `gh` whose secret is in `secret_file`.
+pub fn config(listen: &str, store_url: &str, secret_file: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{listen}"
+drain_timeout = "10s"
+{extra}
+[store]
+url = "{store_url}"
+connect_timeout = "500ms"
+
+[log]
+level = "debug"
+target = "stderr"
+
+[[hooks]]
+id = "gh"
+scheme = "github"
+secrets = ["file:{}"]
+"#,
+        secret_file.display()
+    )
+}
+
+/// The daemon as a child process.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    /// Start `webhookd serve` with `config_text` and wait until /healthz answers.
+    pub fn start(env: &Env, config_text: &str, vars: &[(&str, String)]) -> Daemon {
+        let d = Daemon::spawn(env, config_text, vars);
+        d.wait_healthy(Duration::from_secs(20));
+        d
+    }
+
+    /// Start without waiting.
+    pub fn spawn(env: &Env, config_text: &str, vars: &[(&str, String)]) -> Daemon {
+        let config = env.write("webhookd.toml", config_text);
+        let log = env.path(&format!(
+            "daemon-{}.log",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let listen = config_text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("listen = \""))
+            .map(|s| s.trim_end_matches('"').to_string())
+            .unwrap_or_default();
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("LISTEN_FDS")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        Daemon {
+            child,
+            addr: listen,
+            log,
+            config,
+        }
+    }
+
+    pub fn wait_healthy(&self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(r) = request(&self.addr, "GET", "/healthz", &[], b"") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not become healthy; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Wait for exit up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn post(&self, hook: &str, delivery: &str, body: &[u8]) -> Resp {
+        post_signed(&self.addr, hook, delivery, body, SECRET)
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        let r = request(&self.addr, "GET", "/metrics", &[], b"").unwrap();
+        metric_value(&String::from_utf8_lossy(&r.body), name)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of an un-labelled sample in exposition text.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name).then(|| v.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`, over a real TCP socket.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    read_response(&mut s)
+}
+
+pub fn read_response(s: &mut impl Read) -> std::io::Result<Resp> {
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    parse_response(&buf)
+}
+
+pub fn parse_response(buf: &[u8]) -> std::io::Result<Resp> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok(Resp {
+        status,
+        headers,
+        body: buf[end + 4..].to_vec(),
+    })
+}
+
+/// Headers GitHub would send for `body`.
+pub fn github_headers(delivery: &str, body: &[u8], secret: &str) -> Vec<(String, String)> {
+    let mac = webhookd::verify::hmac_sha256(secret.as_bytes(), &[body]);
+    vec![
+        (
+            "X-Hub-Signature-256".into(),
+            format!("sha256={}", webhookd::id::hex(&mac)),
+        ),
+        ("X-GitHub-Event".into(), "push".into()),
+        ("X-GitHub-Delivery".into(), delivery.into()),
+        ("Content-Type".into(), "application/json".into()),
+    ]
+}
+
+pub fn post_signed(addr: &str, hook: &str, delivery: &str, body: &[u8], secret: &str) -> Resp {
+    request(
+        addr,
+        "POST",
+        &format!("/hooks/{hook}"),
+        &github_headers(delivery, body, secret),
+        body,
+    )
+    .unwrap()
+}
+
+/// A notify socket like systemd's, collecting datagrams.
+pub struct Notify {
+    pub path: PathBuf,
+    sock: UnixDatagram,
+}
+
+impl Notify {
+    pub fn new(env: &Env) -> Notify {
+        let path = env.path("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Notify { path, sock }
+    }
+
+    /// Messages received within `limit` (each datagram split into lines).
+    pub fn collect(&self, limit: Duration) -> Vec<String> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while start.elapsed() < limit {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                for l in String::from_utf8_lossy(&buf[..n]).lines() {
+                    out.push(l.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// Wait for a line starting with `prefix`; returns all lines seen so far.
+    pub fn wait_for(&self, prefix: &str, limit: Duration) -> Vec<String> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while start.elapsed() < limit {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let mut found = false;
+                for l in String::from_utf8_lossy(&buf[..n]).lines() {
+                    found |= l.starts_with(prefix);
+                    out.push(l.to_string());
+                }
+                if found {
+                    return out;
+                }
+            }
+        }
+        panic!("no {prefix} within {limit:?}; got {out:?}");
+    }
+}
+
+/// A TCP forwarder between the daemon and PostgreSQL that the test can cut,
+/// to make the real database unreachable without stopping the shared cluster.
+pub struct Proxy {
+    pub addr: String,
+    open: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn new(target: String) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let open = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (o, c) = (open.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(client) = s else { continue };
+                if !o.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                c.lock().unwrap().push(client.try_clone().unwrap());
+                c.lock().unwrap().push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Proxy { addr, open, conns }
+    }
+
+    /// Drop every connection and refuse new ones (they are closed at once).
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+/// `host:port` of a postgres URL.
+pub fn pg_host_port(url: &str) -> String {
+    let rest = url.split_once("@").map(|(_, r)| r).unwrap_or(url);
+    rest.split('/').next().unwrap().to_string()
+}
