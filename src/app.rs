@@ -9,7 +9,11 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::json;
 
-use crate::config::{Config, Secret};
+use std::time::Duration;
+
+use crate::config::{ActionConfig, BreakerConfig, Config, RetryConfig, Secret};
+use crate::deliver::exec::ExecAction;
+use crate::deliver::DeliveryState;
 use crate::metrics::{HookCounters, Metrics};
 use crate::store::writer::Writer;
 use crate::store::Store;
@@ -26,6 +30,82 @@ pub struct Hook {
     pub events: Option<HashSet<String>>,
     pub body_limit: u64,
     pub counters: HookCounters,
+    /// IP allowlist and rate limit (src/server/limits.rs).
+    pub rules: crate::server::limits::HookRules,
+    pub action: Option<HookAction>,
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
+}
+
+/// A hook's action with its secret resolved.
+#[derive(Debug, Clone)]
+pub struct HookAction {
+    pub kind: ActionKind,
+    /// Circuit-breaker key: the forward target's origin, or the program.
+    pub target: String,
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    Forward {
+        url: http::Uri,
+        sign_secret: Option<Secret>,
+    },
+    Exec(ExecAction),
+}
+
+fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction, String> {
+    Ok(match a {
+        ActionConfig::Forward {
+            url,
+            timeout,
+            sign_secret,
+            concurrency,
+        } => {
+            let uri: http::Uri = url.parse().map_err(|_| format!("invalid url {url:?}"))?;
+            let target = format!(
+                "{}://{}",
+                uri.scheme_str().unwrap_or("http"),
+                uri.authority().map(|a| a.as_str()).unwrap_or("")
+            );
+            let sign_secret = match sign_secret {
+                Some(r) => Some(
+                    r.resolve()
+                        .map_err(|e| format!("action.sign_secret: {e}"))?,
+                ),
+                None => None,
+            };
+            HookAction {
+                kind: ActionKind::Forward {
+                    url: uri,
+                    sign_secret,
+                },
+                target,
+                concurrency: *concurrency,
+                timeout: *timeout,
+            }
+        }
+        ActionConfig::Exec {
+            command,
+            shell,
+            workdir,
+            timeout,
+            concurrency,
+        } => HookAction {
+            target: format!("exec:{}", if *shell { "/bin/sh" } else { &command[0] }),
+            kind: ActionKind::Exec(ExecAction {
+                command: command.clone(),
+                shell: *shell,
+                workdir: workdir.clone(),
+                timeout: *timeout,
+                output_limit,
+            }),
+            concurrency: *concurrency,
+            timeout: *timeout,
+        },
+    })
 }
 
 /// A configuration with its secrets resolved; replaced whole on reload so a
@@ -35,6 +115,8 @@ pub struct Live {
     pub config: Config,
     pub hooks: HashMap<String, Arc<Hook>>,
     pub loaded_at: SystemTime,
+    /// `server.trusted_proxies`, parsed.
+    pub proxies: crate::server::limits::Proxies,
 }
 
 impl Live {
@@ -45,12 +127,19 @@ impl Live {
     pub fn build(config: Config, metrics: &Metrics, strict: bool) -> Result<Live, String> {
         let mut hooks = HashMap::with_capacity(config.hooks.len());
         for h in &config.hooks {
-            let scheme = Scheme::from_name(&h.scheme)
-                .ok_or_else(|| format!("hook {}: unknown scheme {:?}", h.id, h.scheme))?;
+            let scheme = Scheme::from_config(h)
+                .map_err(|e| format!("hook {}: {}: {}", h.id, e.key, e.message))?;
+            let rules = crate::server::limits::HookRules::from_config(h)
+                .map_err(|(k, m)| format!("hook {}: {k}: {m}", h.id))?;
             let mut secrets = Vec::with_capacity(h.secrets.len());
             let mut errors = Vec::new();
             for r in &h.secrets {
-                match r.resolve() {
+                let prepared = r.resolve().and_then(|s| {
+                    scheme
+                        .prepare_secret(s)
+                        .map_err(|m| format!("secret {r} {m}"))
+                });
+                match prepared {
                     Ok(s) => secrets.push(s),
                     Err(e) => errors.push(e),
                 }
@@ -58,10 +147,23 @@ impl Live {
             if strict && !errors.is_empty() {
                 return Err(format!("hook {}: {}", h.id, errors.join("; ")));
             }
-            let problem = if secrets.is_empty() {
+            let mut problem = if secrets.is_empty() {
                 Some(format!("no usable secret ({})", errors.join("; ")))
             } else {
                 None
+            };
+            let action = match h
+                .action
+                .as_ref()
+                .map(|a| build_action(a, config.delivery.output_limit))
+            {
+                None => None,
+                Some(Ok(a)) => Some(a),
+                Some(Err(e)) if strict => return Err(format!("hook {}: {e}", h.id)),
+                Some(Err(e)) => {
+                    problem.get_or_insert(e);
+                    None
+                }
             };
             if !errors.is_empty() && !secrets.is_empty() {
                 log::warn!(
@@ -82,10 +184,17 @@ impl Live {
                     events: h.events.as_ref().map(|v| v.iter().cloned().collect()),
                     body_limit: h.body_limit.unwrap_or(config.server.body_limit),
                     counters: metrics.hook_counters(&h.id),
+                    rules,
+                    action,
+                    retry: h.retry.clone(),
+                    breaker: h.breaker.clone(),
                 }),
             );
         }
+        let proxies = crate::server::limits::Proxies::parse(&config.server.trusted_proxies)
+            .map_err(|(i, m)| format!("server.trusted_proxies[{i}]: {m}"))?;
         Ok(Live {
+            proxies,
             config,
             hooks,
             loaded_at: SystemTime::now(),
@@ -104,6 +213,9 @@ pub struct App {
     pub draining: AtomicBool,
     last_reload: Mutex<Option<(SystemTime, Result<(), String>)>>,
     pub tunnel_url: Mutex<Option<String>>,
+    /// Hook requests in flight, against `server.max_in_flight`.
+    pub in_flight: crate::server::limits::InFlight,
+    pub delivery: DeliveryState,
 }
 
 impl App {
@@ -125,6 +237,8 @@ impl App {
             draining: AtomicBool::new(false),
             last_reload: Mutex::new(None),
             tunnel_url: Mutex::new(None),
+            in_flight: Default::default(),
+            delivery: DeliveryState::default(),
         }
     }
 
@@ -222,6 +336,29 @@ impl App {
         }
     }
 
+    /// Copy live values into gauges before /metrics is rendered.
+    pub fn refresh_gauges(&self) {
+        use crate::metrics::Metrics as M;
+        let m = &self.metrics;
+        m.queue_depth
+            .set(self.writer.status.queue_depth.load(Ordering::Relaxed) as i64);
+        m.store_up.set(i64::from(self.writer.status.available()));
+        let c = self.delivery.counts();
+        M::set_labeled(&m.events, "state", "pending", c.pending);
+        M::set_labeled(&m.events, "state", "delivering", c.delivering);
+        M::set_labeled(&m.events, "state", "dead", c.dead);
+        m.deliveries_in_flight
+            .set(self.delivery.inflight_total.load(Ordering::Relaxed) as i64);
+        for (target, state) in self.delivery.breakers.snapshot(Instant::now()) {
+            let v = match state {
+                crate::deliver::breaker::State::Closed => 0,
+                crate::deliver::breaker::State::HalfOpen => 1,
+                crate::deliver::breaker::State::Open => 2,
+            };
+            M::set_labeled(&m.breaker_state, "target", &target, v);
+        }
+    }
+
     /// The STATUS= line systemd shows in `systemctl status`.
     pub fn status_line(&self) -> String {
         let m = &self.metrics;
@@ -230,14 +367,17 @@ impl App {
         } else {
             ""
         };
+        let c = self.delivery.counts();
         format!(
-            "{draining}accepted {}, duplicates {}, rejected {}; store {} {}; queue {}",
+            "{draining}accepted {}, duplicates {}, rejected {}; store {} {}; queue {} pending, {} delivering, {} dead",
             m.accepted_total.get(),
             m.duplicate_total.get(),
             m.rejected_total.get(),
             self.store.kind(),
             self.store_state(),
-            self.writer.status.queue_depth.load(Ordering::Relaxed),
+            c.pending,
+            c.delivering,
+            c.dead,
         )
     }
 
@@ -255,6 +395,7 @@ impl App {
                     "secrets": h.secrets.len(),
                     "ready": h.problem.is_none(),
                     "problem": h.problem,
+                    "action": h.action.as_ref().map(|a| a.target.clone()),
                     "accepted": h.counters.accepted.get(),
                     "duplicates": h.counters.duplicate.get(),
                 })
@@ -299,6 +440,19 @@ impl App {
                 "last_error": self.writer.status.last_error(),
             },
             "hooks": hooks,
+            "delivery": {
+                "in_flight": self.delivery.inflight_total.load(Ordering::Relaxed),
+                "pending": self.delivery.counts().pending,
+                "delivering": self.delivery.counts().delivering,
+                "dead_letters": self.delivery.counts().dead,
+                "breakers": self
+                    .delivery
+                    .breakers
+                    .snapshot(Instant::now())
+                    .into_iter()
+                    .map(|(t, s)| json!({"target": t, "state": s.as_str()}))
+                    .collect::<Vec<_>>(),
+            },
             "tunnel_url": self.tunnel_url.lock().ok().and_then(|g| g.clone()),
         })
     }

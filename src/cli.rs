@@ -30,6 +30,11 @@ COMMANDS:
     events list [--hook ID] [--state STATE] [--limit N] [--json]
                               list stored events, newest first
     events show ID [--body]   show one event (with --body: write the raw body to stdout)
+    events replay ID          deliver an event again, from attempt 1
+    dead-letters list [--hook ID] [--since T] [--until T] [--limit N] [--json]
+    dead-letters retry (ID | --all) [--hook ID] [--since T] [--until T]
+                              queue dead letters for delivery again
+                              (T: a duration ago such as 2h, or an RFC 3339 time)
 
 OPTIONS:
     -c, --config PATH   config file (default: $WEBHOOKD_CONFIG, else /etc/webhookd/webhookd.toml)
@@ -67,6 +72,22 @@ pub enum Command {
     EventsShow {
         id: String,
         body: bool,
+    },
+    EventsReplay {
+        id: String,
+    },
+    DeadList {
+        hook: Option<String>,
+        since: Option<SystemTime>,
+        until: Option<SystemTime>,
+        limit: usize,
+        json: bool,
+    },
+    DeadRetry {
+        id: Option<String>,
+        hook: Option<String>,
+        since: Option<SystemTime>,
+        until: Option<SystemTime>,
     },
     Help,
     Version,
@@ -129,6 +150,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, CliError> 
     let mut limit = 50usize;
     let mut json = false;
     let mut body = false;
+    let mut all = false;
+    let mut since = None;
+    let mut until = None;
     let bad = |e: lexopt::Error| usage(e.to_string());
     while let Some(arg) = p.next().map_err(bad)? {
         match arg {
@@ -164,6 +188,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, CliError> 
                     .map_err(|_| usage("--limit: expected a number"))?
             }
             Long("json") => json = true,
+            Long("all") => all = true,
+            Long("since") => {
+                since = Some(parse_time(&p.value().map_err(bad)?.string().map_err(bad)?)?)
+            }
+            Long("until") => {
+                until = Some(parse_time(&p.value().map_err(bad)?.string().map_err(bad)?)?)
+            }
             Long("body") => body = true,
             Value(v) => words.push(v.string().map_err(bad)?),
             _ => return Err(usage(arg.unexpected().to_string())),
@@ -189,10 +220,51 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, CliError> 
             id: id.to_string(),
             body,
         },
-        ["events", ..] => return Err(usage("expected `events list` or `events show ID`")),
+        ["events", "replay", id] => Command::EventsReplay { id: id.to_string() },
+        ["events", ..] => {
+            return Err(usage(
+                "expected `events list`, `events show ID` or `events replay ID`",
+            ))
+        }
+        ["dead-letters", "list"] => Command::DeadList {
+            hook,
+            since,
+            until,
+            limit,
+            json,
+        },
+        ["dead-letters", "retry", id] if !all => Command::DeadRetry {
+            id: Some(id.to_string()),
+            hook,
+            since,
+            until,
+        },
+        ["dead-letters", "retry"] if all => Command::DeadRetry {
+            id: None,
+            hook,
+            since,
+            until,
+        },
+        ["dead-letters", ..] => {
+            return Err(usage(
+                "expected `dead-letters list` or `dead-letters retry (ID | --all)`",
+            ))
+        }
         other => return Err(usage(format!("unknown command {:?}", other.join(" ")))),
     };
     Ok(Cli { config, command })
+}
+
+/// `2h` (that long ago) or an RFC 3339 time.
+fn parse_time(s: &str) -> Result<SystemTime, CliError> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(SystemTime::now() - d);
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|_| {
+        usage(format!(
+            "expected a duration such as 2h or an RFC 3339 time such as 2026-11-23T10:00:00Z, got {s:?}"
+        ))
+    })
 }
 
 /// Run a command other than `serve`.
@@ -252,8 +324,82 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 hook_id: hook,
                 state,
                 limit,
+                ..Default::default()
             })?;
             print_list(&rows, json)
+        }
+        Command::EventsReplay { id } => {
+            let (cfg, s) = open_existing_with_config(&path)?;
+            let rec = s
+                .get(&id)?
+                .ok_or_else(|| CliError::NotFound(format!("no event with id {id}")))?;
+            let has_action = cfg
+                .hooks
+                .iter()
+                .any(|h| h.id == rec.hook_id && h.action.is_some());
+            if !has_action {
+                return Err(CliError::Secrets(format!(
+                    "hook {} has no action configured; there is nothing to replay it to",
+                    rec.hook_id
+                )));
+            }
+            let n = s.replay(
+                &store::ReplayFilter {
+                    id: Some(id.clone()),
+                    ..Default::default()
+                },
+                SystemTime::now(),
+            )?;
+            if n == 0 {
+                return Err(CliError::NotFound(format!(
+                    "event {id} is being delivered right now; try again when it is done"
+                )));
+            }
+            println!("event {id} queued for delivery");
+            Ok(())
+        }
+        Command::DeadList {
+            hook,
+            since,
+            until,
+            limit,
+            json,
+        } => {
+            let s = open_existing(&path)?;
+            let rows = s.list(&ListQuery {
+                hook_id: hook,
+                state: Some(EventState::Dead),
+                since,
+                until,
+                limit,
+            })?;
+            print_list(&rows, json)
+        }
+        Command::DeadRetry {
+            id,
+            hook,
+            since,
+            until,
+        } => {
+            let s = open_existing(&path)?;
+            let n = s.replay(
+                &store::ReplayFilter {
+                    id: id.clone(),
+                    state: Some(EventState::Dead),
+                    hook_id: hook,
+                    since,
+                    until,
+                },
+                SystemTime::now(),
+            )?;
+            if n == 0 && id.is_some() {
+                return Err(CliError::NotFound(format!(
+                    "no dead letter with id {}",
+                    id.unwrap_or_default()
+                )));
+            }
+            println!("{n} dead letter(s) queued for delivery");
+            Ok(())
         }
         Command::EventsShow { id, body } => {
             let s = open_existing(&path)?;
@@ -272,10 +418,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn open_existing(path: &std::path::Path) -> Result<Arc<dyn store::Store>, CliError> {
+    Ok(open_existing_with_config(path)?.1)
+}
+
+fn open_existing_with_config(
+    path: &std::path::Path,
+) -> Result<(Config, Arc<dyn store::Store>), CliError> {
     let cfg = Config::load(path)?;
     let s = store::open(&cfg.store)?;
     s.check_schema()?;
-    Ok(s)
+    Ok((cfg, s))
 }
 
 fn sign(
@@ -290,14 +442,19 @@ fn sign(
         .iter()
         .find(|h| h.id == hook)
         .ok_or_else(|| CliError::NotFound(format!("no hook {hook:?} in {}", path.display())))?;
-    let scheme = crate::verify::Scheme::from_name(&h.scheme)
-        .ok_or_else(|| CliError::Secrets(format!("hook {hook}: unknown scheme")))?;
+    let scheme = crate::verify::Scheme::from_config(h)
+        .map_err(|e| CliError::Secrets(format!("hook {hook}: {}: {}", e.key, e.message)))?;
     let secret_ref = h
         .secrets
         .first()
         .ok_or_else(|| CliError::Secrets(format!("hook {hook} has no secret")))?;
     let secret = secret_ref
         .resolve()
+        .and_then(|s| {
+            scheme
+                .prepare_secret(s)
+                .map_err(|m| format!("secret {secret_ref} {m}"))
+        })
         .map_err(|e| CliError::Secrets(format!("hook {hook}: {e}")))?;
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body)?;

@@ -47,6 +47,10 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
     pub hooks: Vec<HookConfig>,
 }
 
@@ -70,6 +74,14 @@ pub struct ServerConfig {
     pub body_limit: u64,
     /// Maximum number of request headers.
     pub max_headers: usize,
+    /// Maximum size of the request head (request line and headers), in
+    /// bytes; larger ones are answered 431. At least 8192.
+    pub max_header_bytes: usize,
+    /// Hook requests handled at once; more are answered 503 + Retry-After.
+    pub max_in_flight: usize,
+    /// Peers (CIDRs, or "unix" for the Unix socket) whose `CF-Connecting-IP`
+    /// / `X-Forwarded-For` headers are believed for `allow_ips`.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +94,9 @@ impl Default for ServerConfig {
             store_timeout: Duration::from_secs(5),
             body_limit: DEFAULT_BODY_LIMIT,
             max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            max_in_flight: 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -163,6 +178,210 @@ pub struct HookConfig {
     /// Per-hook body limit in bytes.
     #[serde(default)]
     pub body_limit: Option<u64>,
+    // --- Verification options (src/verify/); which apply depends on `scheme`.
+    /// Replay window of timestamped schemes (default 300s).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub tolerance: Option<Duration>,
+    /// github: also accept the legacy `X-Hub-Signature: sha1=`.
+    #[serde(default)]
+    pub legacy_sha1: Option<bool>,
+    /// hmac: signature header, value prefix, "hex"/"base64", "sha256"/"sha512",
+    /// timestamp header, signed-content template, delivery and event headers.
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub encoding: Option<String>,
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub delivery_header: Option<String>,
+    #[serde(default)]
+    pub event_header: Option<String>,
+    /// slack, hmac: JSON field (dotted path) holding the delivery id.
+    #[serde(default)]
+    pub delivery_field: Option<String>,
+    // --- Request rules (src/server/limits.rs).
+    /// Token bucket: "10/s", "600/min", "1000/h"; over it, 429 + Retry-After.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    /// Requests allowed in a burst (default: one second's worth, at least 1).
+    #[serde(default)]
+    pub rate_burst: Option<u32>,
+    /// Client addresses (CIDRs or single IPs) allowed to call this hook.
+    #[serde(default)]
+    pub allow_ips: Option<Vec<String>>,
+    /// What to do with stored events (none: keep them only).
+    #[serde(default)]
+    pub action: Option<ActionConfig>,
+    /// Retry policy of the action.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Circuit breaker of the action's target.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// `[hooks.action]`: forward to an HTTP target, or run a command.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ActionConfig {
+    Forward {
+        /// `http://host:port/path` of the target.
+        url: String,
+        #[serde(default = "default_forward_timeout", deserialize_with = "de_duration")]
+        timeout: Duration,
+        /// Re-sign forwarded events in the Standard Webhooks format.
+        #[serde(default)]
+        sign_secret: Option<SecretRef>,
+        #[serde(default = "default_forward_concurrency")]
+        concurrency: usize,
+    },
+    Exec {
+        /// Program and arguments (no shell), or with `shell = true` one string
+        /// given to `/bin/sh -c`.
+        command: Vec<String>,
+        #[serde(default)]
+        shell: bool,
+        #[serde(default)]
+        workdir: Option<PathBuf>,
+        #[serde(default = "default_exec_timeout", deserialize_with = "de_duration")]
+        timeout: Duration,
+        /// Runs at once for this hook; 1 runs them strictly one after another.
+        #[serde(default = "default_exec_concurrency")]
+        concurrency: usize,
+    },
+}
+
+fn default_forward_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_exec_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_forward_concurrency() -> usize {
+    8
+}
+fn default_exec_concurrency() -> usize {
+    1
+}
+
+impl ActionConfig {
+    pub fn timeout(&self) -> Duration {
+        match self {
+            ActionConfig::Forward { timeout, .. } | ActionConfig::Exec { timeout, .. } => *timeout,
+        }
+    }
+    pub fn concurrency(&self) -> usize {
+        match self {
+            ActionConfig::Forward { concurrency, .. } | ActionConfig::Exec { concurrency, .. } => {
+                *concurrency
+            }
+        }
+    }
+}
+
+/// `[hooks.retry]`: exponential backoff with full jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included; then the event is a dead letter.
+    pub max_attempts: u32,
+    /// An event older than this is not retried again.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_age: Duration,
+    /// Upper bound of the first retry's delay; doubles each attempt.
+    #[serde(deserialize_with = "de_duration")]
+    pub initial_delay: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 10,
+            max_age: Duration::from_secs(24 * 3600),
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[hooks.breaker]`: stop calling a failing target for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker (0 disables it).
+    pub failures: u32,
+    /// How long it stays open before one probe is let through.
+    #[serde(deserialize_with = "de_duration")]
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[delivery]`: how this instance processes stored events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// How often to look for due events when nothing wakes us earlier.
+    #[serde(deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+    /// Extra lease time beyond the action's timeout before another worker may
+    /// take over an event whose worker died.
+    #[serde(deserialize_with = "de_duration")]
+    pub lease_margin: Duration,
+    /// Bytes of a command's stdout/stderr kept for the log.
+    pub output_limit: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            poll_interval: Duration::from_secs(1),
+            lease_margin: Duration::from_secs(30),
+            output_limit: 4096,
+        }
+    }
+}
+
+/// `[retention]`: delete old finished events in small batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Delivered events (and events of hooks without an action) older than
+    /// this many days are deleted; 0 keeps them forever. Fractions are fine.
+    pub days: f64,
+    /// Dead letters are kept longer; 0 keeps them forever.
+    pub dead_days: f64,
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Rows deleted per statement, so ingest never waits long on a lock.
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            days: 7.0,
+            dead_days: 30.0,
+            interval: Duration::from_secs(3600),
+            batch: 1000,
+        }
+    }
 }
 
 /// Where a secret lives. The value itself never appears in the config.
@@ -262,6 +481,10 @@ impl<'de> Deserialize<'de> for SecretRef {
     }
 }
 
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -286,6 +509,46 @@ fn de_level<'de, D: Deserializer<'de>>(d: D) -> Result<log::LevelFilter, D::Erro
             "expected one of \"error\", \"warn\", \"info\", \"debug\", \"trace\", \"off\", got {s:?}"
         ))
     })
+}
+
+fn validate_action(a: &ActionConfig) -> Result<(), (&'static str, String)> {
+    if a.concurrency() == 0 {
+        return Err(("concurrency", "must be at least 1".into()));
+    }
+    if a.timeout().is_zero() {
+        return Err(("timeout", "must be more than 0".into()));
+    }
+    match a {
+        ActionConfig::Forward { url, .. } => {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|_| ("url", format!("not a valid URL: {url:?}")))?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err((
+                    "url",
+                    format!("expected an http://host[:port]/path URL, got {url:?} (https targets: put a local TLS proxy in front)"),
+                ));
+            }
+        }
+        ActionConfig::Exec { command, shell, .. } => {
+            if command.is_empty() || command[0].is_empty() {
+                return Err(("command", "must name a program".into()));
+            }
+            if *shell && command.len() != 1 {
+                return Err((
+                    "command",
+                    "with shell = true, give the whole command line as one string".into(),
+                ));
+            }
+            if !*shell && !command[0].starts_with('/') {
+                return Err((
+                    "command",
+                    format!("the program must be an absolute path, got {:?}", command[0]),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Say where a TOML error is (line and key) without quoting the line: the
@@ -313,7 +576,7 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// Schemes this build can verify.
-pub const SCHEMES: &[&str] = &["github"];
+pub const SCHEMES: &[&str] = crate::verify::SCHEME_NAMES;
 
 impl Config {
     /// Read and validate a config file.
@@ -371,6 +634,20 @@ impl Config {
         }
         crate::server::parse_listen(&self.server.listen)
             .map_err(|m| invalid("server.listen".into(), m))?;
+        if self.server.max_header_bytes < 8192 {
+            return Err(invalid(
+                "server.max_header_bytes".into(),
+                "must be at least 8192 (hyper's minimum read buffer)".into(),
+            ));
+        }
+        if self.server.max_in_flight == 0 {
+            return Err(invalid(
+                "server.max_in_flight".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        crate::server::limits::Proxies::parse(&self.server.trusted_proxies)
+            .map_err(|(i, m)| invalid(format!("server.trusted_proxies[{i}]"), m))?;
         if let Some(a) = &self.server.admin_listen {
             crate::server::parse_listen(a).map_err(|m| invalid("server.admin_listen".into(), m))?;
         }
@@ -395,12 +672,9 @@ impl Config {
             if !seen.insert(h.id.as_str()) {
                 return Err(invalid(key("id"), format!("duplicate hook id {:?}", h.id)));
             }
-            if !SCHEMES.contains(&h.scheme.as_str()) {
-                return Err(invalid(
-                    key("scheme"),
-                    format!("unknown scheme {:?}; expected one of {SCHEMES:?}", h.scheme),
-                ));
-            }
+            crate::verify::Scheme::from_config(h).map_err(|e| invalid(key(e.key), e.message))?;
+            crate::server::limits::HookRules::from_config(h)
+                .map_err(|(k, m)| invalid(key(&k), m))?;
             if h.secrets.is_empty() {
                 return Err(invalid(
                     key("secrets"),
@@ -409,6 +683,15 @@ impl Config {
             }
             if h.body_limit == Some(0) {
                 return Err(invalid(key("body_limit"), "must be at least 1".into()));
+            }
+            if let Some(a) = &h.action {
+                validate_action(a).map_err(|(k, m)| invalid(key(&format!("action.{k}")), m))?;
+            }
+            if h.retry.max_attempts == 0 {
+                return Err(invalid(
+                    key("retry.max_attempts"),
+                    "must be at least 1".into(),
+                ));
             }
         }
         Ok(())

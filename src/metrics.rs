@@ -32,6 +32,13 @@ pub struct Metrics {
     pub duplicate_total: Counter<u64, AtomicU64>,
     pub rejected_total: Counter<u64, AtomicU64>,
     pub ignored_total: Counter<u64, AtomicU64>,
+    deliveries: Family<Labels, Counter>,
+    pub delivery_seconds: Histogram,
+    pub delivery_latency_seconds: Histogram,
+    pub events: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub deliveries_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub breaker_state: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub retention_deleted: Counter,
 }
 
 /// The per-hook outcome counters, cloned into each hook.
@@ -44,6 +51,8 @@ pub struct HookCounters {
     pub bad_request: Counter,
     pub too_large: Counter,
     pub unavailable: Counter,
+    pub rate_limited: Counter,
+    pub forbidden: Counter,
 }
 
 impl Metrics {
@@ -109,6 +118,48 @@ impl Metrics {
             "Configuration reloads by result",
             reloads.clone(),
         );
+        let deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery attempts per hook by result (done, retry, dead)",
+            deliveries.clone(),
+        );
+        let delivery_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "delivery_attempt_duration_seconds",
+            "Time one forward or exec attempt took",
+            delivery_seconds.clone(),
+        );
+        let delivery_latency_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 14));
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from receipt to successful delivery",
+            delivery_latency_seconds.clone(),
+        );
+        let events = Family::<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        registry.register(
+            "events",
+            "Events in the store by state (pending and delivering make the queue; dead are dead letters)",
+            events.clone(),
+        );
+        let deliveries_in_flight = Gauge::default();
+        registry.register(
+            "deliveries_in_flight",
+            "Deliveries running in this instance",
+            deliveries_in_flight.clone(),
+        );
+        let breaker_state = Family::<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        registry.register(
+            "breaker_state",
+            "Circuit breaker per target: 0 closed, 1 half-open, 2 open",
+            breaker_state.clone(),
+        );
+        let retention_deleted = Counter::default();
+        registry.register(
+            "retention_deleted",
+            "Events deleted by retention",
+            retention_deleted.clone(),
+        );
         let accepted_total = Counter::default();
         let duplicate_total = Counter::default();
         let rejected_total = Counter::default();
@@ -129,7 +180,35 @@ impl Metrics {
             duplicate_total,
             rejected_total,
             ignored_total,
+            deliveries,
+            delivery_seconds,
+            delivery_latency_seconds,
+            events,
+            deliveries_in_flight,
+            breaker_state,
+            retention_deleted,
         }
+    }
+
+    pub fn delivery_result(&self, hook: &str, result: &str) {
+        self.deliveries
+            .get_or_create(&vec![
+                ("hook".to_string(), hook.to_string()),
+                ("result".to_string(), result.to_string()),
+            ])
+            .inc();
+    }
+
+    /// A gauge of a labelled family, set.
+    pub fn set_labeled(
+        family: &Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+        key: &str,
+        value: &str,
+        v: i64,
+    ) {
+        family
+            .get_or_create(&vec![(key.to_string(), value.to_string())])
+            .set(v);
     }
 
     /// Counters for one hook (shared with any earlier hook of the same id,
@@ -151,6 +230,8 @@ impl Metrics {
             bad_request: get("bad_request"),
             too_large: get("too_large"),
             unavailable: get("unavailable"),
+            rate_limited: get("rate_limited"),
+            forbidden: get("forbidden"),
         }
     }
 

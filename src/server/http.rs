@@ -24,6 +24,7 @@ use crate::systemd::activation::Socket;
 pub struct Options {
     pub header_timeout: Duration,
     pub max_headers: usize,
+    pub max_header_bytes: usize,
 }
 
 impl From<&ServerConfig> for Options {
@@ -31,6 +32,7 @@ impl From<&ServerConfig> for Options {
         Options {
             header_timeout: c.header_timeout,
             max_headers: c.max_headers,
+            max_header_bytes: c.max_header_bytes,
         }
     }
 }
@@ -56,6 +58,9 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(opts.header_timeout)
             .max_headers(opts.max_headers)
+            // Caps the request head: a larger one is answered 431. hyper
+            // panics below 8192; config validation refuses that.
+            .max_buf_size(opts.max_header_bytes.max(8192))
             .keep_alive(true);
         let builder = Arc::new(builder);
         let graceful = Arc::new(GracefulShutdown::new());

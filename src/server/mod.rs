@@ -275,6 +275,9 @@ async fn serve(
     app.log_hook_problems();
 
     let server = http::Server::start(app.clone(), sockets, http_opts);
+    let (deliver_stop, deliver_stop_rx) = tokio::sync::watch::channel(None);
+    let deliver_task = tokio::spawn(crate::deliver::worker::run(app.clone(), deliver_stop_rx));
+    let retention_task = tokio::spawn(retention_loop(app.clone()));
     let watchdog = Watchdog::start(
         tokio::runtime::Handle::current(),
         writer.clone(),
@@ -322,7 +325,10 @@ async fn serve(
     app.draining.store(true, Ordering::Release);
     notify::stopping("draining in-flight requests");
     log::info!("{signal} received: draining (up to {drain_timeout:?})");
+    let _ = deliver_stop.send(Some(deadline));
     let in_flight_done = server.shutdown(deadline).await;
+    retention_task.abort();
+    let _ = tokio::time::timeout_at((deadline + Duration::from_secs(2)).into(), deliver_task).await;
     let w = writer.clone();
     let flushed = tokio::task::spawn_blocking(move || w.close(deadline))
         .await
@@ -357,13 +363,59 @@ async fn status_ticker(app: Arc<App>) {
     }
 }
 
+/// Delete old finished events now and then, in small batches so ingest
+/// never waits long behind a big DELETE.
+async fn retention_loop(app: Arc<App>) {
+    loop {
+        let r = app.live().config.retention.clone();
+        tokio::time::sleep(r.interval).await;
+        let now = std::time::SystemTime::now();
+        let ago = |days: f64| {
+            (days > 0.0 && days.is_finite())
+                .then(|| now.checked_sub(Duration::from_secs_f64(days * 86_400.0)))
+                .flatten()
+        };
+        let (done_before, dead_before) = (ago(r.days), ago(r.dead_days));
+        if done_before.is_none() && dead_before.is_none() {
+            continue;
+        }
+        let store = app.store.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut total = 0usize;
+            loop {
+                let n = store.sweep(done_before, dead_before, r.batch)?;
+                total += n;
+                if n < r.batch as usize {
+                    return Ok::<_, StoreError>(total);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await;
+        match res {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                app.metrics.retention_deleted.inc_by(n as u64);
+                log::info!("retention: deleted {n} old event(s)");
+            }
+            Ok(Err(e)) => log::warn!("retention: {e}"),
+            Err(e) => log::warn!("retention: {e}"),
+        }
+    }
+}
+
 /// Ping the store every couple of seconds so readiness reflects an outage
 /// even when no traffic arrives.
 fn spawn_store_monitor(app: Arc<App>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Acquire) {
-            match app.store.ping() {
-                Ok(()) => app.writer.status.set_ok(),
+            match app.store.ping().and_then(|()| app.store.counts()) {
+                Ok(c) => {
+                    app.writer.status.set_ok();
+                    if let Ok(mut g) = app.delivery.counts.lock() {
+                        *g = c;
+                    }
+                }
                 Err(e) => app.writer.status.set_error(&e),
             }
             app.metrics

@@ -7,7 +7,6 @@
 //! secret.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -18,7 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::limits::{read_body, BodyError};
+use super::limits::{self, read_body, BodyError, Refusal};
 use super::Role;
 use crate::app::{App, Hook};
 use crate::store::writer::SubmitError;
@@ -85,11 +84,8 @@ fn admin_route(app: &App, path: &str) -> Response<Body> {
         }
         "/status" => json_response(StatusCode::OK, &app.status_json()),
         _ => {
-            let m = &app.metrics;
-            m.queue_depth
-                .set(app.writer.status.queue_depth.load(Ordering::Relaxed) as i64);
-            m.store_up.set(i64::from(app.writer.status.available()));
-            let mut r = Response::new(Full::new(Bytes::from(m.render())));
+            app.refresh_gauges();
+            let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(
@@ -138,6 +134,21 @@ async fn hook(
 ) -> Response<Body> {
     let started = Instant::now();
     let live = app.live();
+    // The global cap comes first: an overloaded daemon answers at once.
+    let Some(_in_flight) = app.in_flight.try_enter(live.config.server.max_in_flight) else {
+        app.metrics.reject("overloaded");
+        log::warn!(
+            "status=503 peer={} error=\"more than server.max_in_flight={} requests in flight\"",
+            peer_str(peer),
+            live.config.server.max_in_flight
+        );
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight, try again later",
+        );
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1u32));
+        return r;
+    };
     let Some(hook) = live.hooks.get(id).cloned() else {
         app.metrics.reject("unknown_hook");
         let shown: String = id.chars().take(64).collect();
@@ -148,7 +159,7 @@ async fn hook(
         return error(StatusCode::NOT_FOUND, "unknown hook");
     };
     drop(live);
-    let answer = process(app, &hook, req).await;
+    let answer = process(app, &hook, peer, req).await;
     let c = &hook.counters;
     match answer.status.as_u16() {
         202 => {}
@@ -158,6 +169,12 @@ async fn hook(
         }
         413 => {
             c.too_large.inc();
+        }
+        429 => {
+            c.rate_limited.inc();
+        }
+        403 => {
+            c.forbidden.inc();
         }
         503 | 500 => {
             c.unavailable.inc();
@@ -193,7 +210,31 @@ async fn hook(
     resp
 }
 
-async fn process(app: &App, hook: &Hook, req: Request<Incoming>) -> Answer {
+async fn process(
+    app: &App,
+    hook: &Hook,
+    peer: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Answer {
+    // Allowlist and rate limit, before the body is read or anything verified.
+    let client = limits::client_ip(peer, req.headers(), &app.live().proxies);
+    match hook.rules.check(client, Instant::now()) {
+        Ok(()) => {}
+        Err(Refusal::Forbidden(ip)) => {
+            let mut a = Answer::fail(
+                StatusCode::FORBIDDEN,
+                "client address is not allowed for this hook",
+            );
+            let shown = ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            a.detail = format!("client={shown} {}", a.detail);
+            return a;
+        }
+        Err(Refusal::RateLimited(secs)) => {
+            return Answer::fail(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded").retry(secs)
+        }
+    }
     if let Some(p) = &hook.problem {
         log::debug!("hook {}: {p}", hook.id);
         return Answer::fail(
@@ -226,7 +267,7 @@ async fn process(app: &App, hook: &Hook, req: Request<Incoming>) -> Answer {
     let Some(delivery) = verified.delivery_id.clone() else {
         let mut a = Answer::fail(
             StatusCode::BAD_REQUEST,
-            format!("missing {} header", hook.scheme.delivery_header()),
+            format!("missing {}", hook.scheme.delivery_header()),
         );
         a.event = Some(event);
         return a;
@@ -260,7 +301,11 @@ async fn process(app: &App, hook: &Hook, req: Request<Incoming>) -> Answer {
         received_at: SystemTime::now(),
         headers: headers_json(&parts.headers),
         body,
-        state: EventState::Stored,
+        state: if hook.action.is_some() {
+            EventState::Pending
+        } else {
+            EventState::Stored
+        },
     };
     let with = |mut a: Answer| {
         a.delivery = Some(delivery.clone());
@@ -294,6 +339,9 @@ async fn process(app: &App, hook: &Hook, req: Request<Incoming>) -> Answer {
     };
     match reply {
         Ok(Outcome::Stored(id)) => {
+            if hook.action.is_some() {
+                app.delivery.wake.notify_one();
+            }
             hook.counters.accepted.inc();
             app.metrics.accepted_total.inc();
             let detail = format!("{key} id={id}");

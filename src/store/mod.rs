@@ -121,7 +121,54 @@ pub struct EventRecord {
 pub struct ListQuery {
     pub hook_id: Option<String>,
     pub state: Option<EventState>,
+    /// Received at or after.
+    pub since: Option<SystemTime>,
+    /// Received before.
+    pub until: Option<SystemTime>,
     pub limit: usize,
+}
+
+/// Which events to put back in the queue.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    /// One event by id (any state but `delivering`).
+    pub id: Option<String>,
+    /// Otherwise every event in this state (e.g. dead letters)...
+    pub state: Option<EventState>,
+    /// ...of this hook and time range.
+    pub hook_id: Option<String>,
+    pub since: Option<SystemTime>,
+    pub until: Option<SystemTime>,
+}
+
+/// An event leased to a worker for delivery.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub hook_id: String,
+    pub delivery_id: String,
+    pub event_type: String,
+    pub received_at: SystemTime,
+    pub headers: String,
+    pub body: Bytes,
+    /// Including this one.
+    pub attempts: i32,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    Done,
+    Retry { at: SystemTime, error: String },
+    Dead { error: String },
+}
+
+/// Events per state (only the states that matter for operations).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: i64,
+    pub delivering: i64,
+    pub dead: i64,
 }
 
 /// Writes batches; one per writer thread, holding that thread's connection.
@@ -145,6 +192,38 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> Result<(), StoreError>;
     fn list(&self, q: &ListQuery) -> Result<Vec<EventRecord>, StoreError>;
     fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError>;
+
+    /// Lease up to `limit` due events of `hook_id` to `worker` until
+    /// `lease_until`: pending ones whose time has come, and delivering ones
+    /// whose lease ran out (their worker died). Counts the attempt.
+    fn claim(
+        &self,
+        hook_id: &str,
+        limit: usize,
+        worker: &str,
+        now: SystemTime,
+        lease_until: SystemTime,
+    ) -> Result<Vec<Claimed>, StoreError>;
+    /// Record the end of an attempt. False if the lease was lost meanwhile.
+    fn finish(
+        &self,
+        id: &str,
+        worker: &str,
+        d: &Disposition,
+        now: SystemTime,
+    ) -> Result<bool, StoreError>;
+    /// Give back every event `worker` still holds (graceful shutdown).
+    fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError>;
+    /// Queue matching events for delivery again, from attempt 1.
+    fn replay(&self, f: &ReplayFilter, now: SystemTime) -> Result<usize, StoreError>;
+    /// Delete up to `batch` finished events received before the cut-offs.
+    fn sweep(
+        &self,
+        done_before: Option<SystemTime>,
+        dead_before: Option<SystemTime>,
+        batch: u32,
+    ) -> Result<usize, StoreError>;
+    fn counts(&self) -> Result<Counts, StoreError>;
 }
 
 /// Open the store named by `cfg.url`. Does not touch the schema.

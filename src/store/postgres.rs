@@ -13,7 +13,11 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::migrations::{self, POSTGRES};
+use bytes::Bytes;
+
+use super::sqlite::disposition_columns;
 use super::{redact_url, BatchSink, EventRecord, ListQuery, NewEvent, Outcome, Store, StoreError};
+use super::{Claimed, Counts, Disposition, ReplayFilter};
 use crate::config::StoreConfig;
 
 type Manager = PostgresConnectionManager<NoTls>;
@@ -336,14 +340,143 @@ impl Store for PgStore {
         let mut c = self.conn()?;
         let sql = format!(
             "SELECT {COLUMNS} FROM events WHERE ($1::text IS NULL OR hook_id = $1) AND ($2::text IS NULL OR state = $2) \
-             ORDER BY received_at DESC, id DESC LIMIT $3"
+             AND ($3::timestamptz IS NULL OR received_at >= $3) AND ($4::timestamptz IS NULL OR received_at < $4) \
+             ORDER BY received_at DESC, id DESC LIMIT $5"
         );
         let state = q.state.map(|s| s.as_str());
         let limit = q.limit.max(1) as i64;
         let rows = c
-            .query(&sql, &[&q.hook_id, &state, &limit])
+            .query(&sql, &[&q.hook_id, &state, &q.since, &q.until, &limit])
             .map_err(map_err)?;
         Ok(rows.iter().map(record).collect())
+    }
+
+    fn claim(
+        &self,
+        hook_id: &str,
+        limit: usize,
+        worker: &str,
+        now: SystemTime,
+        lease_until: SystemTime,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let mut c = self.conn()?;
+        // SKIP LOCKED: instances sharing the database never wait on, or
+        // take, each other's rows.
+        let rows = c
+            .query(
+                "UPDATE events e SET state = 'delivering', lease_until = $1, leased_by = $2, \
+                 attempts = e.attempts + 1, updated_at = $3 \
+                 FROM (SELECT id FROM events WHERE hook_id = $4 AND \
+                   ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'delivering' AND lease_until < $3)) \
+                   ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) due \
+                 WHERE e.id = due.id \
+                 RETURNING e.id, e.hook_id, e.delivery_id, e.event_type, e.received_at, e.headers, e.body, e.attempts",
+                &[&lease_until, &worker, &now, &hook_id, &(limit as i64)],
+            )
+            .map_err(map_err)?;
+        let mut out: Vec<Claimed> = rows
+            .iter()
+            .map(|r| Claimed {
+                id: r.get(0),
+                hook_id: r.get(1),
+                delivery_id: r.get(2),
+                event_type: r.get(3),
+                received_at: r.get(4),
+                headers: r.get(5),
+                body: Bytes::from(r.get::<_, Vec<u8>>(6)),
+                attempts: r.get(7),
+            })
+            .collect();
+        out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    fn finish(
+        &self,
+        id: &str,
+        worker: &str,
+        d: &Disposition,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (state, at, error) = disposition_columns(d);
+        let mut c = self.conn()?;
+        let n = c
+            .execute(
+                "UPDATE events SET state = $1, next_attempt_at = coalesce($2, next_attempt_at), last_error = $3, \
+                 lease_until = NULL, leased_by = NULL, updated_at = $4 \
+                 WHERE id = $5 AND leased_by = $6 AND state = 'delivering'",
+                &[&state, &at, &error, &now, &id, &worker],
+            )
+            .map_err(map_err)?;
+        Ok(n == 1)
+    }
+
+    fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError> {
+        let mut c = self.conn()?;
+        let n = c
+            .execute(
+                "UPDATE events SET state = 'pending', lease_until = NULL, leased_by = NULL, \
+                 next_attempt_at = $1, attempts = greatest(attempts - 1, 0), updated_at = $1 \
+                 WHERE leased_by = $2 AND state = 'delivering'",
+                &[&now, &worker],
+            )
+            .map_err(map_err)?;
+        Ok(n as usize)
+    }
+
+    fn replay(&self, f: &ReplayFilter, now: SystemTime) -> Result<usize, StoreError> {
+        let mut c = self.conn()?;
+        let state = f.state.map(|s| s.as_str());
+        let n = c
+            .execute(
+                "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL, \
+                 lease_until = NULL, leased_by = NULL, updated_at = $1 \
+                 WHERE state <> 'delivering' AND ($2::text IS NULL OR id = $2) AND ($3::text IS NULL OR state = $3) \
+                 AND ($4::text IS NULL OR hook_id = $4) AND ($5::timestamptz IS NULL OR received_at >= $5) \
+                 AND ($6::timestamptz IS NULL OR received_at < $6)",
+                &[&now, &f.id, &state, &f.hook_id, &f.since, &f.until],
+            )
+            .map_err(map_err)?;
+        Ok(n as usize)
+    }
+
+    fn sweep(
+        &self,
+        done_before: Option<SystemTime>,
+        dead_before: Option<SystemTime>,
+        batch: u32,
+    ) -> Result<usize, StoreError> {
+        let mut c = self.conn()?;
+        let n = c
+            .execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE \
+                 ($1::timestamptz IS NOT NULL AND state IN ('done', 'stored') AND received_at < $1) OR \
+                 ($2::timestamptz IS NOT NULL AND state = 'dead' AND received_at < $2) LIMIT $3 FOR UPDATE SKIP LOCKED)",
+                &[&done_before, &dead_before, &(batch as i64)],
+            )
+            .map_err(map_err)?;
+        Ok(n as usize)
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        let mut c = self.conn()?;
+        let rows = c
+            .query(
+                "SELECT state, count(*) FROM events WHERE state IN ('pending', 'delivering') GROUP BY state \
+                 UNION ALL SELECT 'dead', count(*) FROM events WHERE state = 'dead'",
+                &[],
+            )
+            .map_err(map_err)?;
+        let mut out = Counts::default();
+        for r in rows {
+            let n: i64 = r.get(1);
+            match r.get::<_, &str>(0) {
+                "pending" => out.pending = n,
+                "delivering" => out.delivering = n,
+                _ => out.dead = n,
+            }
+        }
+        Ok(out)
     }
 
     fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {

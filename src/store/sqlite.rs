@@ -4,16 +4,22 @@
 //! own connections.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::migrations::{self, SQLITE};
+use bytes::Bytes;
+
 use super::{from_micros, to_micros, BatchSink, EventRecord, ListQuery, Outcome, Store};
-use super::{NewEvent, StoreError};
+use super::{Claimed, Counts, Disposition, NewEvent, ReplayFilter, StoreError};
 
 pub struct SqliteStore {
     path: PathBuf,
+    /// Idle connections for reads and delivery bookkeeping (the writer
+    /// thread keeps its own).
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl SqliteStore {
@@ -26,7 +32,32 @@ impl SqliteStore {
                 )));
             }
         }
-        Ok(SqliteStore { path })
+        Ok(SqliteStore {
+            path,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Run `f` on a pooled connection; a connection that saw an error is
+    /// dropped rather than reused.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect(false)?,
+        };
+        let r = f(&mut conn);
+        if r.is_ok() {
+            if let Ok(mut v) = self.idle.lock() {
+                if v.len() < 4 {
+                    v.push(conn);
+                }
+            }
+        }
+        r
     }
 
     fn connect(&self, create: bool) -> Result<Connection, StoreError> {
@@ -135,10 +166,7 @@ impl SqliteSink {
 impl BatchSink for SqliteSink {
     fn write_batch(&mut self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
         if self.conn.is_none() {
-            let store = SqliteStore {
-                path: self.path.clone(),
-            };
-            self.conn = Some(store.connect(false)?);
+            self.conn = Some(SqliteStore::open(self.path.clone())?.connect(false)?);
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(StoreError::Unavailable("no connection".into()));
@@ -237,35 +265,204 @@ impl Store for SqliteStore {
     }
 
     fn list(&self, q: &ListQuery) -> Result<Vec<EventRecord>, StoreError> {
-        let conn = self.connect(false)?;
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events WHERE (?1 IS NULL OR hook_id = ?1) AND (?2 IS NULL OR state = ?2) \
-             ORDER BY received_at DESC, id DESC LIMIT ?3"
-        );
-        let mut st = conn.prepare(&sql).map_err(map_err)?;
-        let rows = st
-            .query_map(
-                params![
-                    q.hook_id,
-                    q.state.map(|s| s.as_str()),
-                    q.limit.max(1) as i64
-                ],
-                record,
-            )
-            .map_err(map_err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        self.with_conn(|conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events WHERE (?1 IS NULL OR hook_id = ?1) AND (?2 IS NULL OR state = ?2) \
+                 AND (?3 IS NULL OR received_at >= ?3) AND (?4 IS NULL OR received_at < ?4) \
+                 ORDER BY received_at DESC, id DESC LIMIT ?5"
+            );
+            let mut st = conn.prepare(&sql).map_err(map_err)?;
+            let rows = st
+                .query_map(
+                    params![
+                        q.hook_id,
+                        q.state.map(|s| s.as_str()),
+                        q.since.map(to_micros),
+                        q.until.map(to_micros),
+                        q.limit.max(1) as i64
+                    ],
+                    record,
+                )
+                .map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
     }
 
     fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
-        let conn = self.connect(false)?;
-        let sql = format!("SELECT {COLUMNS}, headers, body FROM events WHERE id = ?1");
-        conn.query_row(&sql, params![id], |r| {
-            let mut rec = record(r)?;
-            rec.headers = Some(r.get(10)?);
-            rec.body = Some(r.get(11)?);
-            Ok(rec)
+        self.with_conn(|conn| {
+            let sql = format!("SELECT {COLUMNS}, headers, body FROM events WHERE id = ?1");
+            conn.query_row(&sql, params![id], |r| {
+                let mut rec = record(r)?;
+                rec.headers = Some(r.get(10)?);
+                rec.body = Some(r.get(11)?);
+                Ok(rec)
+            })
+            .optional()
+            .map_err(map_err)
         })
-        .optional()
-        .map_err(map_err)
+    }
+
+    fn claim(
+        &self,
+        hook_id: &str,
+        limit: usize,
+        worker: &str,
+        now: SystemTime,
+        lease_until: SystemTime,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let mut out = {
+                let mut st = tx
+                    .prepare_cached(
+                        "UPDATE events SET state = 'delivering', lease_until = ?1, leased_by = ?2, \
+                         attempts = attempts + 1, updated_at = ?3 \
+                         WHERE id IN (SELECT id FROM events WHERE hook_id = ?4 AND \
+                           ((state = 'pending' AND next_attempt_at <= ?3) OR (state = 'delivering' AND lease_until < ?3)) \
+                           ORDER BY next_attempt_at, id LIMIT ?5) \
+                         RETURNING id, hook_id, delivery_id, event_type, received_at, headers, body, attempts",
+                    )
+                    .map_err(map_err)?;
+                let rows = st
+                    .query_map(
+                        params![
+                            to_micros(lease_until),
+                            worker,
+                            to_micros(now),
+                            hook_id,
+                            limit as i64
+                        ],
+                        |r| {
+                            Ok(Claimed {
+                                id: r.get(0)?,
+                                hook_id: r.get(1)?,
+                                delivery_id: r.get(2)?,
+                                event_type: r.get(3)?,
+                                received_at: from_micros(r.get(4)?),
+                                headers: r.get(5)?,
+                                body: Bytes::from(r.get::<_, Vec<u8>>(6)?),
+                                attempts: r.get(7)?,
+                            })
+                        },
+                    )
+                    .map_err(map_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?
+            };
+            tx.commit().map_err(map_err)?;
+            out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
+            Ok(out)
+        })
+    }
+
+    fn finish(
+        &self,
+        id: &str,
+        worker: &str,
+        d: &Disposition,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (state, at, error) = disposition_columns(d);
+        self.with_conn(|conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE events SET state = ?1, next_attempt_at = coalesce(?2, next_attempt_at), last_error = ?3, \
+                     lease_until = NULL, leased_by = NULL, updated_at = ?4 \
+                     WHERE id = ?5 AND leased_by = ?6 AND state = 'delivering'",
+                )
+                .map_err(map_err)?
+                .execute(params![state, at.map(to_micros), error, to_micros(now), id, worker])
+                .map_err(map_err)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError> {
+        self.with_conn(|conn| {
+            conn.execute(
+                "UPDATE events SET state = 'pending', lease_until = NULL, leased_by = NULL, \
+                 next_attempt_at = ?1, attempts = max(attempts - 1, 0), updated_at = ?1 \
+                 WHERE leased_by = ?2 AND state = 'delivering'",
+                params![to_micros(now), worker],
+            )
+            .map_err(map_err)
+        })
+    }
+
+    fn replay(&self, f: &ReplayFilter, now: SystemTime) -> Result<usize, StoreError> {
+        self.with_conn(|conn| {
+            conn.execute(
+                "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = ?1, last_error = NULL, \
+                 lease_until = NULL, leased_by = NULL, updated_at = ?1 \
+                 WHERE state <> 'delivering' AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR state = ?3) \
+                 AND (?4 IS NULL OR hook_id = ?4) AND (?5 IS NULL OR received_at >= ?5) AND (?6 IS NULL OR received_at < ?6)",
+                params![
+                    to_micros(now),
+                    f.id,
+                    f.state.map(|s| s.as_str()),
+                    f.hook_id,
+                    f.since.map(to_micros),
+                    f.until.map(to_micros)
+                ],
+            )
+            .map_err(map_err)
+        })
+    }
+
+    fn sweep(
+        &self,
+        done_before: Option<SystemTime>,
+        dead_before: Option<SystemTime>,
+        batch: u32,
+    ) -> Result<usize, StoreError> {
+        self.with_conn(|conn| {
+            conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE \
+                 (?1 IS NOT NULL AND state IN ('done', 'stored') AND received_at < ?1) OR \
+                 (?2 IS NOT NULL AND state = 'dead' AND received_at < ?2) LIMIT ?3)",
+                params![
+                    done_before.map(to_micros),
+                    dead_before.map(to_micros),
+                    batch
+                ],
+            )
+            .map_err(map_err)
+        })
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        self.with_conn(|conn| {
+            let mut c = Counts::default();
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT state, count(*) FROM events WHERE state IN ('pending', 'delivering') GROUP BY state \
+                     UNION ALL SELECT 'dead', count(*) FROM events WHERE state = 'dead'",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(map_err)?;
+            for row in rows {
+                let (state, n) = row.map_err(map_err)?;
+                match state.as_str() {
+                    "pending" => c.pending = n,
+                    "delivering" => c.delivering = n,
+                    _ => c.dead = n,
+                }
+            }
+            Ok(c)
+        })
+    }
+}
+
+/// Columns written by `finish`: state, next attempt time, last error.
+pub(crate) fn disposition_columns(
+    d: &Disposition,
+) -> (&'static str, Option<SystemTime>, Option<&str>) {
+    match d {
+        Disposition::Done => ("done", None, None),
+        Disposition::Retry { at, error } => ("pending", Some(*at), Some(error.as_str())),
+        Disposition::Dead { error } => ("dead", None, Some(error.as_str())),
     }
 }

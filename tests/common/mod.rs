@@ -508,3 +508,178 @@ pub fn pg_host_port(url: &str) -> String {
     let rest = url.split_once("@").map(|(_, r)| r).unwrap_or(url);
     rest.split('/').next().unwrap().to_string()
 }
+
+/// One request received by the [`Sink`].
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the sink answers: status, extra headers, delay before answering.
+pub type Reply = (u16, Vec<(String, String)>, Duration);
+type SharedReply = Arc<Mutex<Box<dyn Fn(&Received, usize) -> Reply + Send>>>;
+
+/// A real local HTTP/1.1 server that records every request and answers as
+/// the test's function says (keep-alive supported, like a real target).
+pub struct Sink {
+    pub addr: String,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    reply: SharedReply,
+}
+
+impl Sink {
+    pub fn new() -> Sink {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let received: Arc<Mutex<Vec<Received>>> = Arc::new(Mutex::new(Vec::new()));
+        let reply: SharedReply =
+            Arc::new(Mutex::new(Box::new(|_, _| (200, vec![], Duration::ZERO))));
+        let (rec, rep) = (received.clone(), reply.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { continue };
+                let (rec, rep) = (rec.clone(), rep.clone());
+                std::thread::spawn(move || serve_sink_conn(s, rec, rep));
+            }
+        });
+        Sink {
+            addr,
+            received,
+            reply,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn set_reply(&self, f: impl Fn(&Received, usize) -> Reply + Send + 'static) {
+        *self.reply.lock().unwrap() = Box::new(f);
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Wait until at least `n` requests arrived.
+    pub fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.count() >= n {
+                return self.all();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sink got {} requests, wanted {n}", self.count());
+    }
+}
+
+fn serve_sink_conn(s: TcpStream, rec: Arc<Mutex<Vec<Received>>>, rep: SharedReply) {
+    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    use std::io::BufRead;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split(' ').nth(1).unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let r = Received {
+            at: Instant::now(),
+            path,
+            headers,
+            body,
+        };
+        let n = {
+            let mut g = rec.lock().unwrap();
+            g.push(r.clone());
+            g.len()
+        };
+        let (status, extra, delay) = (rep.lock().unwrap())(&r, n);
+        std::thread::sleep(delay);
+        let mut resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n");
+        for (k, v) in extra {
+            resp.push_str(&format!("{k}: {v}\r\n"));
+        }
+        resp.push_str("\r\nok");
+        if w.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Event states by delivery id, straight from the store.
+pub fn state_of(url: &str, delivery: &str) -> Option<(String, i32)> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.query_row(
+            "SELECT state, attempts FROM events WHERE delivery_id = ?1",
+            [delivery],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()
+    } else {
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        c.query_opt(
+            "SELECT state, attempts FROM events WHERE delivery_id = $1",
+            &[&delivery],
+        )
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1)))
+    }
+}
+
+/// Wait until the event reaches `state`.
+pub fn wait_state(url: &str, delivery: &str, state: &str, limit: Duration) -> (String, i32) {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < limit {
+        last = state_of(url, delivery);
+        if let Some(s) = &last {
+            if s.0 == state {
+                return s.clone();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{delivery} never reached {state}; last {last:?}");
+}

@@ -1,0 +1,96 @@
+//! Processing stored events: claim due events from the store, run the hook's
+//! action (forward over HTTP, or run a command), and record the outcome with
+//! retries, dead letters and a circuit breaker per target.
+//!
+//! Ingest never waits for any of this: the sender already has its 2xx.
+
+pub mod backoff;
+pub mod breaker;
+pub mod exec;
+pub mod forward;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::store::Counts;
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Ok,
+    Fail {
+        error: String,
+        /// No point retrying (e.g. the target answered 400).
+        permanent: bool,
+        /// The target asked us to wait this long.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Attempt {
+    pub fn retry(error: String, retry_after: Option<Duration>) -> Attempt {
+        Attempt::Fail {
+            error,
+            permanent: false,
+            retry_after,
+        }
+    }
+
+    pub fn permanent(error: String) -> Attempt {
+        Attempt::Fail {
+            error,
+            permanent: true,
+            retry_after: None,
+        }
+    }
+}
+
+/// Delivery state shared between the dispatcher, the request handlers (which
+/// wake it) and /status.
+#[derive(Default)]
+pub struct DeliveryState {
+    /// Poked when a new event for a hook with an action is stored, and when a
+    /// delivery slot frees up.
+    pub wake: Notify,
+    pub breakers: breaker::Breakers,
+    pub forwarder: forward::Forwarder,
+    /// Deliveries running now, per hook.
+    inflight: Mutex<HashMap<String, usize>>,
+    pub inflight_total: AtomicUsize,
+    /// Last queue counts read from the store.
+    pub counts: Mutex<Counts>,
+}
+
+impl DeliveryState {
+    pub fn inflight(&self, hook: &str) -> usize {
+        self.inflight
+            .lock()
+            .ok()
+            .and_then(|m| m.get(hook).copied())
+            .unwrap_or(0)
+    }
+
+    fn add_inflight(&self, hook: &str, delta: isize) {
+        use std::sync::atomic::Ordering;
+        if let Ok(mut m) = self.inflight.lock() {
+            let e = m.entry(hook.to_string()).or_insert(0);
+            *e = e.saturating_add_signed(delta);
+        }
+        if delta >= 0 {
+            self.inflight_total
+                .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.inflight_total
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts.lock().map(|c| *c).unwrap_or_default()
+    }
+}

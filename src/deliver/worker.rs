@@ -1,0 +1,230 @@
+//! The dispatcher: claims due events hook by hook (respecting each hook's
+//! concurrency and its target's circuit breaker) and runs one task per
+//! event. Woken when a new event is stored or a slot frees up, and every
+//! `poll_interval` otherwise (retries coming due, other instances' events).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{backoff, exec, Attempt};
+use crate::app::{ActionKind, App, Hook};
+use crate::store::{Claimed, Disposition};
+
+/// Most events claimed in one statement.
+const CLAIM_MAX: usize = 64;
+
+/// A name for this process in `leased_by`, unique across hosts and restarts.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let mut r = [0u8; 4];
+    crate::id::fill_random(&mut r);
+    format!("{host}:{}:{}", std::process::id(), crate::id::hex(&r))
+}
+
+/// Run until `stop` carries a deadline; then stop claiming, let running
+/// deliveries finish until the deadline, abort the rest and give their
+/// events back to the queue.
+pub async fn run(app: Arc<App>, mut stop: watch::Receiver<Option<Instant>>) {
+    let worker = worker_id();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        while tasks.try_join_next().is_some() {}
+        if stop.borrow().is_some() {
+            break;
+        }
+        let more = match dispatch(&app, &worker, &mut tasks).await {
+            Ok(more) => {
+                failing_since = None;
+                more
+            }
+            Err(e) => {
+                if failing_since.is_none() {
+                    log::warn!("delivery: cannot claim events: {e}");
+                    failing_since = Some(Instant::now());
+                }
+                false
+            }
+        };
+        if more {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let poll = app.live().config.delivery.poll_interval;
+        tokio::select! {
+            _ = app.delivery.wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    let deadline = (*stop.borrow()).unwrap_or_else(Instant::now);
+    let running = tasks.len();
+    if running > 0 {
+        log::info!("delivery: waiting for {running} running deliveries");
+    }
+    let finished = tokio::time::timeout_at(deadline.into(), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !finished {
+        log::warn!(
+            "delivery: {} deliveries still running at the drain deadline; stopping them",
+            tasks.len()
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    let store = app.store.clone();
+    let w = worker.clone();
+    match tokio::task::spawn_blocking(move || store.release(&w, SystemTime::now())).await {
+        Ok(Ok(n)) if n > 0 => log::info!("delivery: released {n} unfinished event(s) to the queue"),
+        Ok(Err(e)) => {
+            log::warn!("delivery: could not release leased events (their lease will expire): {e}")
+        }
+        _ => {}
+    }
+}
+
+/// One pass over the hooks. Returns true if some hook may have more due
+/// events right now.
+async fn dispatch(
+    app: &Arc<App>,
+    worker: &str,
+    tasks: &mut JoinSet<()>,
+) -> Result<bool, crate::store::StoreError> {
+    let live = app.live();
+    let margin = live.config.delivery.lease_margin;
+    let mut more = false;
+    let mut hooks: Vec<&Arc<Hook>> = live.hooks.values().filter(|h| h.action.is_some()).collect();
+    hooks.sort_by(|a, b| a.id.cmp(&b.id));
+    for hook in hooks {
+        let Some(action) = &hook.action else { continue };
+        let free = action
+            .concurrency
+            .saturating_sub(app.delivery.inflight(&hook.id));
+        let now = Instant::now();
+        let want = app.delivery.breakers.permits(
+            &action.target,
+            hook.breaker.failures,
+            free.min(CLAIM_MAX),
+            now,
+        );
+        if want == 0 {
+            continue;
+        }
+        let store = app.store.clone();
+        let (hook_id, w) = (hook.id.clone(), worker.to_string());
+        let lease = action.timeout + margin;
+        let claimed = tokio::task::spawn_blocking(move || {
+            let now = SystemTime::now();
+            store.claim(&hook_id, want, &w, now, now + lease)
+        })
+        .await
+        .map_err(|e| crate::store::StoreError::Query(e.to_string()))??;
+        more |= claimed.len() == want;
+        for ev in claimed {
+            app.delivery.breakers.begin(&action.target, Instant::now());
+            app.delivery.add_inflight(&hook.id, 1);
+            tasks.spawn(deliver_one(
+                app.clone(),
+                hook.clone(),
+                ev,
+                worker.to_string(),
+            ));
+        }
+    }
+    Ok(more)
+}
+
+async fn deliver_one(app: Arc<App>, hook: Arc<Hook>, ev: Claimed, worker: String) {
+    let Some(action) = &hook.action else { return };
+    let started = Instant::now();
+    let attempt = match &action.kind {
+        ActionKind::Forward { url, sign_secret } => {
+            app.delivery
+                .forwarder
+                .send(url, &ev, action.timeout, sign_secret.as_ref())
+                .await
+        }
+        ActionKind::Exec(a) => exec::run(a, &ev).await,
+    };
+    let elapsed = started.elapsed();
+    let now = SystemTime::now();
+    app.delivery.breakers.record(
+        &action.target,
+        attempt == Attempt::Ok,
+        hook.breaker.failures,
+        hook.breaker.cooldown,
+        Instant::now(),
+    );
+    let disposition = match attempt {
+        Attempt::Ok => Disposition::Done,
+        Attempt::Fail {
+            error,
+            permanent,
+            retry_after,
+        } => backoff::after_failure(
+            &hook.retry,
+            ev.attempts.max(1) as u32,
+            ev.received_at,
+            now,
+            retry_after,
+            permanent,
+            error,
+        ),
+    };
+    let m = &app.metrics;
+    m.delivery_seconds.observe(elapsed.as_secs_f64());
+    let head = format!(
+        "deliver hook={} id={} delivery={} attempt={} duration_ms={:.1}",
+        hook.id,
+        ev.id,
+        ev.delivery_id,
+        ev.attempts,
+        elapsed.as_secs_f64() * 1000.0
+    );
+    match &disposition {
+        Disposition::Done => {
+            m.delivery_result(&hook.id, "done");
+            if let Ok(lat) = now.duration_since(ev.received_at) {
+                m.delivery_latency_seconds.observe(lat.as_secs_f64());
+            }
+            log::info!("{head} result=done");
+        }
+        Disposition::Retry { at, error } => {
+            m.delivery_result(&hook.id, "retry");
+            let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
+            log::warn!("{head} result=retry in={wait:.1?} error={error:?}");
+        }
+        Disposition::Dead { error } => {
+            m.delivery_result(&hook.id, "dead");
+            log::error!("{head} result=dead-letter error={error:?}");
+        }
+    }
+    let store = app.store.clone();
+    let id = ev.id.clone();
+    let done =
+        tokio::task::spawn_blocking(move || store.finish(&id, &worker, &disposition, now)).await;
+    match done {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => log::warn!(
+            "deliver hook={} id={}: lease was lost before the result was recorded; another worker owns it now",
+            hook.id,
+            ev.id
+        ),
+        Ok(Err(e)) => log::warn!(
+            "deliver hook={} id={}: cannot record the result ({e}); it will be delivered again when its lease expires",
+            hook.id,
+            ev.id
+        ),
+        Err(e) => log::warn!("deliver: join error {e}"),
+    }
+    app.delivery.add_inflight(&hook.id, -1);
+    app.delivery.wake.notify_one();
+}

@@ -1,0 +1,136 @@
+//! Standard Webhooks (<https://www.standardwebhooks.com>), also sent by Svix
+//! with `svix-*` header names.
+//!
+//! `webhook-signature: v1,<base64 HMAC-SHA256> [v1,<...> ...]` over
+//! `{webhook-id}.{webhook-timestamp}.{body}`; any listed `v1` signature may
+//! match (senders list several while rotating). The key is the base64 part
+//! of a `whsec_<base64>` secret. The timestamp must be within the
+//! tolerance; the delivery id is `webhook-id`, the event the body's `type`.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+use super::{check_timestamp, decode_base64, encode_base64, hmac_sha256, json_field};
+use super::{match_secrets, parse_timestamp, required_header, unix_seconds};
+use super::{Algorithm, Verified, VerifyError, DEFAULT_TOLERANCE};
+use crate::config::Secret;
+
+/// Header names: the standard's and Svix's.
+const NAMES: [[&str; 3]; 2] = [
+    ["webhook-id", "webhook-timestamp", "webhook-signature"],
+    ["svix-id", "svix-timestamp", "svix-signature"],
+];
+
+/// Most signatures looked at in one header (a sender lists one per key).
+const MAX_SIGNATURES: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Standard {
+    pub tolerance: Duration,
+}
+
+impl Default for Standard {
+    fn default() -> Self {
+        Standard {
+            tolerance: DEFAULT_TOLERANCE,
+        }
+    }
+}
+
+/// The key of a `whsec_<base64>` secret (the prefix is optional, as in the
+/// reference libraries).
+pub fn decode_secret(s: &[u8]) -> Option<Vec<u8>> {
+    let b64 = s.strip_prefix(b"whsec_").unwrap_or(s);
+    decode_base64(b64).filter(|k| !k.is_empty())
+}
+
+/// The `v1` signatures of a `webhook-signature` header. Entries of other
+/// versions (`v1a` is asymmetric) are skipped; a `v1` entry that is not
+/// base64 of 32 bytes makes the header malformed.
+pub fn parse_signatures(raw: &[u8], header: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
+    let mut out = Vec::new();
+    for entry in raw.split(|&c| c == b' ').filter(|e| !e.is_empty()) {
+        let Some(comma) = entry.iter().position(|&c| c == b',') else {
+            return Err(VerifyError::malformed(
+                header,
+                "expected space-separated \"v1,<base64>\" entries",
+            ));
+        };
+        let (version, sig) = (&entry[..comma], &entry[comma + 1..]);
+        if version != b"v1" {
+            continue;
+        }
+        let sig = decode_base64(sig)
+            .filter(|s| s.len() == 32)
+            .ok_or_else(|| {
+                VerifyError::malformed(header, "a v1 signature is not base64 of 32 bytes")
+            })?;
+        if out.len() < MAX_SIGNATURES {
+            out.push(sig);
+        }
+    }
+    if out.is_empty() {
+        return Err(VerifyError::malformed(header, "no v1 signature"));
+    }
+    Ok(out)
+}
+
+impl Standard {
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        secrets: &[Secret],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        let [id_h, ts_h, sig_h] =
+            if headers.contains_key(NAMES[0][0]) || !headers.contains_key(NAMES[1][0]) {
+                NAMES[0]
+            } else {
+                NAMES[1]
+            };
+        let id = required_header(headers, id_h, "webhook-id")?;
+        let id = std::str::from_utf8(id)
+            .ok()
+            .filter(|s| !s.is_empty() && !s.contains(' '))
+            .ok_or_else(|| VerifyError::malformed(id_h, "expected a printable id"))?;
+        let ts_raw = required_header(headers, ts_h, "webhook-timestamp")?;
+        let ts = parse_timestamp(ts_raw, ts_h)?;
+        let sigs = parse_signatures(required_header(headers, sig_h, "webhook-signature")?, sig_h)?;
+        check_timestamp(ts, now, self.tolerance)?;
+        let ts = ts.to_string();
+        let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts.as_bytes(), b".", body];
+        let key_index = match_secrets(Algorithm::Sha256, secrets, &parts, &sigs)
+            .ok_or(VerifyError::Mismatch)?;
+        Ok(Verified {
+            key_index,
+            delivery_id: Some(id.to_string()),
+            event: json_field(body, "type"),
+        })
+    }
+
+    pub fn sign(
+        &self,
+        body: &[u8],
+        secret: &Secret,
+        delivery_id: &str,
+        _event: &str,
+        now: SystemTime,
+    ) -> Vec<(String, String)> {
+        let ts = unix_seconds(now).to_string();
+        let mac = hmac_sha256(
+            &secret.0,
+            &[delivery_id.as_bytes(), b".", ts.as_bytes(), b".", body],
+        );
+        vec![
+            ("webhook-id".into(), delivery_id.into()),
+            ("webhook-timestamp".into(), ts),
+            (
+                "webhook-signature".into(),
+                format!("v1,{}", encode_base64(&mac)),
+            ),
+            ("Content-Type".into(), "application/json".into()),
+        ]
+    }
+}
