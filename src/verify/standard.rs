@@ -41,8 +41,15 @@ impl Default for Standard {
 /// The key of a `whsec_<base64>` secret (the prefix is optional, as in the
 /// reference libraries).
 pub fn decode_secret(s: &[u8]) -> Option<Vec<u8>> {
+    use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
+    use base64::Engine as _;
+    // Padding optional, like the reference libraries.
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        general_purpose::PAD.with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
     let b64 = s.strip_prefix(b"whsec_").unwrap_or(s);
-    decode_base64(b64).filter(|k| !k.is_empty())
+    LENIENT.decode(b64).ok().filter(|k| !k.is_empty())
 }
 
 /// The `v1` signatures of a `webhook-signature` header. Entries of other
