@@ -31,6 +31,7 @@ COMMANDS:
                               list stored events, newest first
     events show ID [--body]   show one event (with --body: write the raw body to stdout)
     events replay ID          deliver an event again, from attempt 1
+    tunnel-url                print the public URL of the tunnel sidecar (ngrok or cloudflared)
     dead-letters list [--hook ID] [--since T] [--until T] [--limit N] [--json]
     dead-letters retry (ID | --all) [--hook ID] [--since T] [--until T]
                               queue dead letters for delivery again
@@ -89,6 +90,7 @@ pub enum Command {
         since: Option<SystemTime>,
         until: Option<SystemTime>,
     },
+    TunnelUrl,
     Help,
     Version,
 }
@@ -204,6 +206,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, CliError> 
     let command = match w.as_slice() {
         [] | ["serve"] => Command::Serve,
         ["migrate"] => Command::Migrate,
+        ["tunnel-url"] => Command::TunnelUrl,
         ["check-config"] => Command::CheckConfig,
         ["sign"] => Command::Sign {
             hook: hook.ok_or_else(|| usage("sign needs --hook ID"))?,
@@ -280,6 +283,21 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve => Err(usage("serve is started from main")),
+        Command::TunnelUrl => {
+            let cfg = Config::load(&path)?;
+            match crate::tunnel::discover(&cfg.tunnel) {
+                Some(f) => {
+                    println!("{}", f.url);
+                    eprintln!("(from {}; hooks are at {}/hooks/ID)", f.source, f.url);
+                    Ok(())
+                }
+                None => Err(CliError::NotFound(format!(
+                    "no tunnel found: nothing answered at ngrok's API ({}) or cloudflared's metrics ({}); is webhook-tunnel@ngrok or webhook-tunnel@cloudflared running?",
+                    if cfg.tunnel.ngrok_api.is_empty() { "disabled" } else { &cfg.tunnel.ngrok_api },
+                    if cfg.tunnel.cloudflared_metrics.is_empty() { "disabled" } else { &cfg.tunnel.cloudflared_metrics },
+                ))),
+            }
+        }
         Command::Migrate => {
             let cfg = Config::load(&path)?;
             let s = store::open(&cfg.store)?;

@@ -51,7 +51,35 @@ pub struct Config {
     #[serde(default)]
     pub retention: RetentionConfig,
     #[serde(default)]
+    pub tunnel: TunnelConfig,
+    #[serde(default)]
     pub hooks: Vec<HookConfig>,
+}
+
+/// `[tunnel]`: where to find the sidecar tunnel's public URL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelConfig {
+    /// ngrok's local agent API (`host:port`); empty disables.
+    pub ngrok_api: String,
+    /// cloudflared's metrics server (`host:port`, its `--metrics`); empty disables.
+    pub cloudflared_metrics: String,
+    /// A fixed public URL (e.g. a named cloudflared tunnel's hostname), used
+    /// when no agent reports one.
+    pub public_url: Option<String>,
+    #[serde(deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            ngrok_api: "127.0.0.1:4040".into(),
+            cloudflared_metrics: "127.0.0.1:20241".into(),
+            public_url: None,
+            poll_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,6 +14,7 @@ pub mod server;
 pub mod signals;
 pub mod store;
 pub mod systemd;
+pub mod tunnel;
 pub mod verify;
 
 /// Version string reported by `--version`, `/status` and the metrics.

@@ -278,6 +278,7 @@ async fn serve(
     let (deliver_stop, deliver_stop_rx) = tokio::sync::watch::channel(None);
     let deliver_task = tokio::spawn(crate::deliver::worker::run(app.clone(), deliver_stop_rx));
     let retention_task = tokio::spawn(retention_loop(app.clone()));
+    let tunnel_task = tokio::spawn(tunnel_loop(app.clone()));
     let watchdog = Watchdog::start(
         tokio::runtime::Handle::current(),
         writer.clone(),
@@ -328,6 +329,7 @@ async fn serve(
     let _ = deliver_stop.send(Some(deadline));
     let in_flight_done = server.shutdown(deadline).await;
     retention_task.abort();
+    tunnel_task.abort();
     let _ = tokio::time::timeout_at((deadline + Duration::from_secs(2)).into(), deliver_task).await;
     let w = writer.clone();
     let flushed = tokio::task::spawn_blocking(move || w.close(deadline))
@@ -360,6 +362,44 @@ async fn status_ticker(app: Arc<App>) {
             notify::status(&line);
             last = line;
         }
+    }
+}
+
+/// Follow the tunnel sidecar's public URL; log it when it changes.
+async fn tunnel_loop(app: Arc<App>) {
+    let mut last: Option<String> = None;
+    loop {
+        let cfg = app.live().config.tunnel.clone();
+        let poll = cfg.poll_interval;
+        let found = tokio::task::spawn_blocking(move || crate::tunnel::discover(&cfg))
+            .await
+            .ok()
+            .flatten();
+        let url = found.as_ref().map(|f| f.url.clone());
+        if url != last {
+            match &found {
+                Some(f) => {
+                    let mut hooks: Vec<String> = app.live().hooks.keys().cloned().collect();
+                    hooks.sort();
+                    let examples: Vec<String> = hooks
+                        .iter()
+                        .map(|h| format!("{}/hooks/{h}", f.url))
+                        .collect();
+                    log::info!(
+                        "tunnel public URL is now {} (from {}); webhook URLs: {}",
+                        f.url,
+                        f.source,
+                        examples.join(", ")
+                    );
+                }
+                None => log::info!("tunnel public URL is gone"),
+            }
+            if let Ok(mut g) = app.tunnel_url.lock() {
+                *g = url.clone();
+            }
+            last = url;
+        }
+        tokio::time::sleep(poll).await;
     }
 }
 
