@@ -311,7 +311,8 @@ impl App {
             p.push("draining: shutting down".to_string());
         }
         let st = &self.writer.status;
-        if !st.available() {
+        // With a spool we still accept deliveries during an outage.
+        if !st.available() && self.writer.spool.is_none() {
             p.push(format!(
                 "store unreachable: {}",
                 st.last_error().unwrap_or_else(|| "unknown error".into())
@@ -328,11 +329,17 @@ impl App {
         p
     }
 
-    fn store_state(&self) -> &'static str {
-        if self.writer.status.available() {
-            "ok"
-        } else {
-            "unavailable"
+    /// Events waiting in the spool (0 without one).
+    pub fn spooled(&self) -> usize {
+        self.writer.spool.as_ref().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn store_state(&self) -> String {
+        let spooled = self.spooled();
+        match (self.writer.status.available(), spooled) {
+            (true, 0) => "ok".into(),
+            (false, 0) => "unavailable".into(),
+            (_, n) => format!("spooling ({n} events)"),
         }
     }
 
@@ -437,6 +444,7 @@ impl App {
                 "kind": self.store.kind(),
                 "state": self.store_state(),
                 "queue_depth": self.writer.status.queue_depth.load(Ordering::Relaxed),
+                "spooled": self.spooled(),
                 "last_error": self.writer.status.last_error(),
             },
             "hooks": hooks,

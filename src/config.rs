@@ -149,6 +149,12 @@ pub struct StoreConfig {
     /// stuck, and the systemd watchdog stops being fed.
     #[serde(deserialize_with = "de_duration")]
     pub stall_timeout: Duration,
+    /// PostgreSQL only: where to keep deliveries while the database is
+    /// unreachable. "auto" = `spool.db` in the state directory
+    /// ($STATE_DIRECTORY or /var/lib/webhookd) if it exists; "off"; or a path.
+    pub spool: String,
+    /// Most events the spool holds; beyond that, 503.
+    pub spool_max_events: usize,
 }
 
 impl Default for StoreConfig {
@@ -161,6 +167,8 @@ impl Default for StoreConfig {
             pool_size: 4,
             connect_timeout: Duration::from_millis(700),
             stall_timeout: Duration::from_secs(15),
+            spool: "auto".into(),
+            spool_max_events: 100_000,
         }
     }
 }
@@ -723,6 +731,27 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The spool file to use, if any (only for PostgreSQL).
+    pub fn spool_path(&self) -> Option<PathBuf> {
+        if self.store.url.starts_with("sqlite:") {
+            return None;
+        }
+        match self.store.spool.as_str() {
+            "off" | "" => None,
+            "auto" => {
+                let dir = std::env::var_os("STATE_DIRECTORY")
+                    .map(|d| {
+                        // systemd may pass several, colon-separated.
+                        let d = d.to_string_lossy().into_owned();
+                        PathBuf::from(d.split(':').next().unwrap_or_default())
+                    })
+                    .unwrap_or_else(|| PathBuf::from("/var/lib/webhookd"));
+                dir.is_dir().then(|| dir.join("spool.db"))
+            }
+            p => Some(PathBuf::from(p)),
+        }
     }
 
     /// The config path from the command line, the environment, or the default.

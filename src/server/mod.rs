@@ -249,6 +249,23 @@ async fn serve(
         0 => 2,
         n => n,
     };
+    let spool = match config.spool_path() {
+        Some(p) => match crate::store::spool::Spool::open(&p, config.store.spool_max_events) {
+            Ok(s) => {
+                log::info!(
+                    "spool at {} ({} event(s) waiting); used while the store is unreachable",
+                    p.display(),
+                    s.len()
+                );
+                Some(Arc::new(s))
+            }
+            Err(e) => {
+                log::warn!("running without a spool: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     let writer = Arc::new(Writer::start(
         store.clone(),
         WriterOptions {
@@ -256,6 +273,7 @@ async fn serve(
             batch_max: config.store.batch_max,
             queue_capacity: config.store.queue_capacity,
             wedge_file: std::env::var_os("WEBHOOKD_TEST_WEDGE_FILE").map(PathBuf::from),
+            spool,
         },
         metrics.clone(),
         status.clone(),

@@ -74,7 +74,10 @@ fn admin_route(app: &App, path: &str) -> Response<Body> {
         "/readyz" => {
             let problems = app.readiness_problems();
             if problems.is_empty() {
-                json_response(StatusCode::OK, &json!({"ready": true}))
+                json_response(
+                    StatusCode::OK,
+                    &json!({"ready": true, "store": app.store_state()}),
+                )
             } else {
                 json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -348,6 +351,22 @@ async fn process(
             with(Answer {
                 status: StatusCode::ACCEPTED,
                 body: json!({"id": id, "status": "accepted"}),
+                retry_after: None,
+                delivery: None,
+                event: None,
+                detail,
+            })
+        }
+        Ok(Outcome::Spooled(id)) => {
+            if hook.action.is_some() {
+                app.delivery.wake.notify_one();
+            }
+            hook.counters.accepted.inc();
+            app.metrics.accepted_total.inc();
+            let detail = format!("{key} id={id} spooled");
+            with(Answer {
+                status: StatusCode::ACCEPTED,
+                body: json!({"id": id, "status": "accepted", "spooled": true}),
                 retry_after: None,
                 delivery: None,
                 event: None,

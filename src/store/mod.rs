@@ -8,6 +8,7 @@
 
 pub mod migrations;
 pub mod postgres;
+pub mod spool;
 pub mod sqlite;
 pub mod writer;
 
@@ -96,6 +97,9 @@ pub enum Outcome {
     Stored(String),
     /// Already stored (same hook and delivery id) under this id.
     Duplicate(String),
+    /// Kept in the local spool (PostgreSQL unreachable); moved there later
+    /// under the same id.
+    Spooled(String),
 }
 
 /// A stored event as shown by `events list` / `events show`.

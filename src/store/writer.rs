@@ -99,6 +99,7 @@ pub struct Writer {
     epoch: Instant,
     threads: Mutex<Vec<JoinHandle<()>>>,
     pub status: Arc<StoreStatus>,
+    pub spool: Option<Arc<super::spool::Spool>>,
 }
 
 pub struct WriterOptions {
@@ -108,6 +109,8 @@ pub struct WriterOptions {
     /// Test-only: while this file exists, writers stop making progress, so
     /// the watchdog test can prove that a wedged writer stops the pings.
     pub wedge_file: Option<PathBuf>,
+    /// Where events go while PostgreSQL is unreachable.
+    pub spool: Option<Arc<super::spool::Spool>>,
 }
 
 impl Writer {
@@ -129,7 +132,16 @@ impl Writer {
                 })
                 .collect(),
         );
-        let mut threads = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n + 1);
+        if let Some(spool) = &opts.spool {
+            let (spool, mut sink, closing) = (spool.clone(), store.sink(), closing.clone());
+            let status = status.clone();
+            let handle = std::thread::Builder::new()
+                .name("spool-drain".into())
+                .spawn(move || drain_spool(&spool, sink.as_mut(), &closing, &status))
+                .map_err(|e| StoreError::Unavailable(format!("cannot start spool thread: {e}")))?;
+            threads.push(handle);
+        }
         for i in 0..n {
             let ctx = WriterThread {
                 index: i,
@@ -142,6 +154,8 @@ impl Writer {
                 metrics: metrics.clone(),
                 status: status.clone(),
                 wedge_file: opts.wedge_file.clone(),
+                spool: opts.spool.clone(),
+                spool_logged: false,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("store-writer-{i}"))
@@ -157,6 +171,7 @@ impl Writer {
             epoch,
             threads: Mutex::new(threads),
             status,
+            spool: opts.spool,
         })
     }
 
@@ -229,9 +244,76 @@ struct WriterThread {
     metrics: Arc<Metrics>,
     status: Arc<StoreStatus>,
     wedge_file: Option<PathBuf>,
+    spool: Option<Arc<super::spool::Spool>>,
+    spool_logged: bool,
+}
+
+/// Move spooled events into the store whenever it answers; in order.
+fn drain_spool(
+    spool: &super::spool::Spool,
+    sink: &mut dyn super::BatchSink,
+    closing: &AtomicBool,
+    status: &StoreStatus,
+) {
+    let mut moved_total = 0usize;
+    while !closing.load(Ordering::Acquire) {
+        if spool.is_empty() {
+            if moved_total > 0 {
+                log::info!("spool drained: {moved_total} event(s) moved into the store");
+                moved_total = 0;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        match spool.drain_into(sink, 256) {
+            Ok(n) => {
+                if n > 0 {
+                    status.set_ok();
+                }
+                moved_total += n;
+            }
+            Err(e) => {
+                status.set_error(&e);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 impl WriterThread {
+    /// Write a batch: to the spool while it holds anything (keeps order of
+    /// arrival), else to the store, falling back to the spool when the store
+    /// is unreachable.
+    fn write(&mut self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
+        if let Some(sp) = &self.spool {
+            if !sp.is_empty() {
+                return sp.append(events);
+            }
+        }
+        match self.sink.write_batch(events) {
+            Err(StoreError::Unavailable(e)) if self.spool.is_some() => {
+                self.status.set_error(&StoreError::Unavailable(e.clone()));
+                let sp = self
+                    .spool
+                    .as_ref()
+                    .ok_or(StoreError::Unavailable(e.clone()))?;
+                if !self.spool_logged {
+                    log::warn!(
+                        "store unreachable ({e}); spooling deliveries to {} until it is back",
+                        sp.path().display()
+                    );
+                    self.spool_logged = true;
+                }
+                sp.append(events)
+            }
+            Ok(o) => {
+                self.spool_logged = false;
+                Ok(o)
+            }
+            r => r,
+        }
+    }
+
     fn set_busy(&self, busy: bool) {
         let v = if busy {
             self.epoch.elapsed().as_millis() as u64 + 1
@@ -287,13 +369,15 @@ impl WriterThread {
             let (events, replies): (Vec<NewEvent>, Vec<oneshot::Sender<Reply>>) =
                 jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
             let started = Instant::now();
-            let result = self.sink.write_batch(&events);
+            let result = self.write(&events);
             self.metrics
                 .store_commit_seconds
                 .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(outcomes) => {
-                    self.status.set_ok();
+                    if self.spool.as_ref().is_none_or(|s| s.is_empty()) {
+                        self.status.set_ok();
+                    }
                     self.metrics.store_commits.inc();
                     self.metrics.store_batch_size.observe(events.len() as f64);
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {

@@ -171,6 +171,7 @@ drain_timeout = "10s"
 [store]
 url = "{store_url}"
 connect_timeout = "500ms"
+spool = "off"
 
 [log]
 level = "debug"
