@@ -267,6 +267,20 @@ async fn process(
         Err(e) => return Answer::fail(StatusCode::UNAUTHORIZED, e.to_string()),
     };
     let event = verified.event.clone().unwrap_or_else(|| "unknown".into());
+    // Slack checks a new Events API URL with a signed url_verification
+    // request and expects its challenge back; it is not an event to store.
+    if hook.scheme.name() == "slack" && event == "url_verification" {
+        if let Some(challenge) = crate::verify::json_field(&body, "challenge") {
+            return Answer {
+                status: StatusCode::OK,
+                body: json!({ "challenge": challenge }),
+                retry_after: None,
+                delivery: None,
+                event: Some(event),
+                detail: format!("key={} slack-url-verification", verified.key_index),
+            };
+        }
+    }
     let Some(delivery) = verified.delivery_id.clone() else {
         let mut a = Answer::fail(
             StatusCode::BAD_REQUEST,
