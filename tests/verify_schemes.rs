@@ -205,6 +205,31 @@ fn options_are_checked_per_scheme() {
         "tolerance"
     );
     assert_eq!(bad("stripe", json!({"tolerance": "0s"})).key, "tolerance");
+    // Found by fuzzing: the signature and timestamp in one header name.
+    assert_eq!(
+        bad("hmac", json!({"header": "X-A", "timestamp_header": "x-a"})).key,
+        "timestamp_header"
+    );
+    assert_eq!(
+        bad(
+            "hmac",
+            json!({"header": "X-A", "timestamp_header": "X-T", "delivery_header": "X-T"})
+        )
+        .key,
+        "delivery_header"
+    );
+    assert_eq!(
+        bad("hmac", json!({"header": "X-A", "event_header": "X-A"})).key,
+        "event_header"
+    );
+    assert!(Scheme::from_config(
+        &serde_json::from_value(
+            json!({"id": "t", "scheme": "hmac", "secrets": [], "header": "X-A",
+            "delivery_header": "X-D", "event_header": "X-D"})
+        )
+        .unwrap()
+    )
+    .is_ok());
     assert_eq!(
         bad("slack", json!({"delivery_field": "a..b"})).key,
         "delivery_field"

@@ -129,6 +129,27 @@ impl Generic {
         let timestamp_header = opt("timestamp_header", &h.timestamp_header)?;
         let delivery_header = opt("delivery_header", &h.delivery_header)?;
         let event_header = opt("event_header", &h.event_header)?;
+        // The signature and the timestamp need headers of their own (found
+        // by fuzzing: header = timestamp_header made every request carry
+        // the name twice, which is refused as ambiguous).
+        let named = [
+            ("timestamp_header", &timestamp_header),
+            ("delivery_header", &delivery_header),
+            ("event_header", &event_header),
+        ];
+        for (key, name) in named {
+            let Some(name) = name else { continue };
+            let clash = *name == header
+                || (key != "timestamp_header" && timestamp_header.as_ref() == Some(name));
+            if clash {
+                return Err(OptionError {
+                    key,
+                    message: format!(
+                        "{name} is already used by another of header, timestamp_header, delivery_header"
+                    ),
+                });
+            }
+        }
         let default_template = if timestamp_header.is_some() {
             "{timestamp}.{body}"
         } else {

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Write the fuzz seed corpus into DIR/<target>/ from the signature test
+vectors (tests/vectors/*.json), the packaged config, and a few
+hand-written inputs. Used by scripts/fuzz; see fuzz_targets/common.rs for
+the input format."""
+import glob
+import hashlib
+import json
+import os
+import sys
+
+root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+out = sys.argv[1]
+
+
+def put(target, data):
+    d = os.path.join(out, target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, hashlib.sha1(data).hexdigest()), "wb") as f:
+        f.write(data)
+
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return json.dumps(v)
+
+
+configs = []
+for path in sorted(glob.glob(os.path.join(root, "tests/vectors/*.json"))):
+    doc = json.load(open(path))
+    scheme = doc["scheme"]
+    for c in doc["cases"]:
+        lines = [f"x-fuzz-now: {c['now']}"]
+        lines += [f"x-fuzz-secret: {s}" for s in c["secrets"]]
+        lines += [f"x-fuzz-opt-{k}: {toml_value(v) if isinstance(v, bool) else v}" for k, v in c["options"].items()]
+        lines += [f"{k}: {v}" for k, v in c["headers"]]
+        put(f"verify_{scheme}", "\n".join(lines) + "\n\n" + c["body"])
+        for k, v in c["headers"]:
+            put("parsers", v)
+        opts = "".join(f"{k} = {toml_value(v)}\n" for k, v in c["options"].items())
+        configs.append(f'[[hooks]]\nid = "h"\nscheme = "{scheme}"\nsecrets = ["env:S"]\n{opts}')
+
+for c in sorted(set(configs)):
+    put("config", c)
+put("config", open(os.path.join(root, "packaging/webhookd.toml")).read())
+put("config", """[server]
+listen = "127.0.0.1:9000"
+max_in_flight = 64
+max_header_bytes = 16384
+trusted_proxies = ["127.0.0.1", "::1", "unix", "10.0.0.0/8"]
+[store]
+url = "sqlite:///var/lib/webhookd/events.db"
+[[hooks]]
+id = "gh"
+scheme = "github"
+secrets = ["file:/etc/webhookd/gh.secret", "credential:gh-old"]
+events = ["push", "ping"]
+body_limit = 1048576
+rate_limit = "600/min"
+rate_burst = 20
+allow_ips = ["192.30.252.0/22", "2a0a:a440::/29", "140.82.112.0/20"]
+""")
+
+for peer, proxies, headers in [
+    ("127.0.0.1:4000", "127.0.0.1", ["X-Forwarded-For: 203.0.113.9, 198.51.100.4"]),
+    ("[::ffff:127.0.0.1]:4000", "127.0.0.0/8,::1", ["CF-Connecting-IP: 2001:db8::1"]),
+    ("10.0.0.2:80", "10.0.0.0/8", ["X-Forwarded-For: [2001:db8::2]:80", "X-Forwarded-For: 10.0.0.9, junk"]),
+    (None, "unix", ["X-Forwarded-For: 192.0.2.1:5555"]),
+]:
+    lines = ([f"x-fuzz-opt-peer: {peer}"] if peer else []) + [f"x-fuzz-opt-proxies: {proxies}"] + headers
+    put("client_ip", "\n".join(lines) + "\n\n")
+
+for s in ["10/s", "600/min", "1.5/h", "10.0.0.0/8", "2001:db8::/32", "192.0.2.7", "{timestamp}.{body}",
+          "v0:{timestamp}:{delivery}:{body}", "1700000000", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+          "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v1a,AAAA", '{"event":{"type":"x"}}']:
+    put("parsers", s)
+print(f"seeds written to {out}")
