@@ -222,6 +222,14 @@ fn options_are_checked_per_scheme() {
         bad("hmac", json!({"header": "X-A", "event_header": "X-A"})).key,
         "event_header"
     );
+    assert_eq!(
+        bad("hmac", json!({"header": "X-A", "prefix": "\tsha256="})).key,
+        "prefix"
+    );
+    assert_eq!(
+        bad("hmac", json!({"header": "X-A", "prefix": "sha256=\u{ff}"})).key,
+        "prefix"
+    );
     assert!(Scheme::from_config(
         &serde_json::from_value(
             json!({"id": "t", "scheme": "hmac", "secrets": [], "header": "X-A",

@@ -150,6 +150,17 @@ impl Generic {
                 });
             }
         }
+        let prefix = h.prefix.clone().unwrap_or_default();
+        // Found by fuzzing: a prefix with outer whitespace or bytes a header
+        // value cannot carry could never match.
+        if prefix.trim() != prefix || !prefix.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(OptionError {
+                key: "prefix",
+                message: format!(
+                    "expected printable ASCII without leading or trailing spaces, got {prefix:?}"
+                ),
+            });
+        }
         let default_template = if timestamp_header.is_some() {
             "{timestamp}.{body}"
         } else {
@@ -189,7 +200,7 @@ impl Generic {
         Ok(Generic {
             header,
             shown,
-            prefix: h.prefix.clone().unwrap_or_default().into_bytes(),
+            prefix: prefix.into_bytes(),
             encoding,
             algorithm,
             timestamp_header,
