@@ -94,3 +94,69 @@ impl DeliveryState {
         self.counts.lock().map(|c| *c).unwrap_or_default()
     }
 }
+
+/// Results of attempts are recorded in batches, one transaction for all
+/// attempts that ended meanwhile (one fsync instead of one each), on a
+/// dedicated thread since the store is blocking.
+pub struct Finisher {
+    tx: std::sync::mpsc::Sender<FinishJob>,
+}
+
+type FinishJob = (
+    String,
+    crate::store::Disposition,
+    tokio::sync::oneshot::Sender<Result<bool, crate::store::StoreError>>,
+);
+
+impl Finisher {
+    pub fn start(store: std::sync::Arc<dyn crate::store::Store>, worker: String) -> Finisher {
+        let (tx, rx) = std::sync::mpsc::channel::<FinishJob>();
+        let spawned = std::thread::Builder::new()
+            .name("delivery-finish".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < 512 {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let items: Vec<_> = jobs
+                        .iter()
+                        .map(|(id, d, _)| (id.clone(), d.clone()))
+                        .collect();
+                    match store.finish(&worker, &items, std::time::SystemTime::now()) {
+                        Ok(results) => {
+                            for ((_, _, reply), ok) in jobs.into_iter().zip(results) {
+                                let _ = reply.send(Ok(ok));
+                            }
+                        }
+                        Err(e) => {
+                            for (_, _, reply) in jobs {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the delivery finisher thread: {e}");
+        }
+        Finisher { tx }
+    }
+
+    /// Record one result; resolves once it is committed.
+    pub async fn finish(
+        &self,
+        id: String,
+        d: crate::store::Disposition,
+    ) -> Result<bool, crate::store::StoreError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((id, d, reply))
+            .map_err(|_| crate::store::StoreError::Unavailable("finisher stopped".into()))?;
+        rx.await
+            .map_err(|_| crate::store::StoreError::Unavailable("finisher stopped".into()))?
+    }
+}

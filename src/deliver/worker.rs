@@ -31,6 +31,7 @@ pub fn worker_id() -> String {
 /// events back to the queue.
 pub async fn run(app: Arc<App>, mut stop: watch::Receiver<Option<Instant>>) {
     let worker = worker_id();
+    let finisher = std::sync::Arc::new(super::Finisher::start(app.store.clone(), worker.clone()));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut failing_since: Option<Instant> = None;
     loop {
@@ -38,7 +39,7 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<Option<Instant>>) {
         if stop.borrow().is_some() {
             break;
         }
-        let more = match dispatch(&app, &worker, &mut tasks).await {
+        let more = match dispatch(&app, &worker, &finisher, &mut tasks).await {
             Ok(more) => {
                 failing_since = None;
                 more
@@ -96,6 +97,7 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<Option<Instant>>) {
 async fn dispatch(
     app: &Arc<App>,
     worker: &str,
+    finisher: &Arc<super::Finisher>,
     tasks: &mut JoinSet<()>,
 ) -> Result<bool, crate::store::StoreError> {
     let live = app.live();
@@ -105,9 +107,13 @@ async fn dispatch(
     hooks.sort_by(|a, b| a.id.cmp(&b.id));
     for hook in hooks {
         let Some(action) = &hook.action else { continue };
-        let free = action
-            .concurrency
-            .saturating_sub(app.delivery.inflight(&hook.id));
+        let inflight = app.delivery.inflight(&hook.id);
+        let free = action.concurrency.saturating_sub(inflight);
+        // Claim in batches: wait for a quarter of the slots to free up
+        // (unless idle), so one claim transaction serves several events.
+        if inflight > 0 && free < (action.concurrency / 4).max(1) {
+            continue;
+        }
         let now = Instant::now();
         let want = app.delivery.breakers.permits(
             &action.target,
@@ -131,18 +137,13 @@ async fn dispatch(
         for ev in claimed {
             app.delivery.breakers.begin(&action.target, Instant::now());
             app.delivery.add_inflight(&hook.id, 1);
-            tasks.spawn(deliver_one(
-                app.clone(),
-                hook.clone(),
-                ev,
-                worker.to_string(),
-            ));
+            tasks.spawn(deliver_one(app.clone(), hook.clone(), ev, finisher.clone()));
         }
     }
     Ok(more)
 }
 
-async fn deliver_one(app: Arc<App>, hook: Arc<Hook>, ev: Claimed, worker: String) {
+async fn deliver_one(app: Arc<App>, hook: Arc<Hook>, ev: Claimed, finisher: Arc<super::Finisher>) {
     let Some(action) = &hook.action else { return };
     let started = Instant::now();
     let attempt = match &action.kind {
@@ -207,23 +208,18 @@ async fn deliver_one(app: Arc<App>, hook: Arc<Hook>, ev: Claimed, worker: String
             log::error!("{head} result=dead-letter error={error:?}");
         }
     }
-    let store = app.store.clone();
-    let id = ev.id.clone();
-    let done =
-        tokio::task::spawn_blocking(move || store.finish(&id, &worker, &disposition, now)).await;
-    match done {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => log::warn!(
+    match finisher.finish(ev.id.clone(), disposition).await {
+        Ok(true) => {}
+        Ok(false) => log::warn!(
             "deliver hook={} id={}: lease was lost before the result was recorded; another worker owns it now",
             hook.id,
             ev.id
         ),
-        Ok(Err(e)) => log::warn!(
+        Err(e) => log::warn!(
             "deliver hook={} id={}: cannot record the result ({e}); it will be delivered again when its lease expires",
             hook.id,
             ev.id
         ),
-        Err(e) => log::warn!("deliver: join error {e}"),
     }
     app.delivery.add_inflight(&hook.id, -1);
     app.delivery.wake.notify_one();

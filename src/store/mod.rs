@@ -208,14 +208,14 @@ pub trait Store: Send + Sync + 'static {
         now: SystemTime,
         lease_until: SystemTime,
     ) -> Result<Vec<Claimed>, StoreError>;
-    /// Record the end of an attempt. False if the lease was lost meanwhile.
+    /// Record the ends of attempts, `(event id, outcome)`, in one
+    /// transaction. For each: false if the lease was lost meanwhile.
     fn finish(
         &self,
-        id: &str,
         worker: &str,
-        d: &Disposition,
+        items: &[(String, Disposition)],
         now: SystemTime,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Vec<bool>, StoreError>;
     /// Give back every event `worker` still holds (graceful shutdown).
     fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError>;
     /// Queue matching events for delivery again, from attempt 1.

@@ -360,23 +360,34 @@ impl Store for PgStore {
         lease_until: SystemTime,
     ) -> Result<Vec<Claimed>, StoreError> {
         let mut c = self.conn()?;
-        // SKIP LOCKED: instances sharing the database never wait on, or
-        // take, each other's rows.
-        let rows = c
-            .query(
-                "UPDATE events e SET state = 'delivering', lease_until = $1, leased_by = $2, \
-                 attempts = e.attempts + 1, updated_at = $3 \
-                 FROM (SELECT id FROM events WHERE hook_id = $4 AND \
-                   ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'delivering' AND lease_until < $3)) \
-                   ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) due \
-                 WHERE e.id = due.id \
-                 RETURNING e.id, e.hook_id, e.delivery_id, e.event_type, e.received_at, e.headers, e.body, e.attempts",
-                &[&lease_until, &worker, &now, &hook_id, &(limit as i64)],
-            )
+        // A lease lost in a crash only means a redelivery: no need to wait
+        // for the WAL flush.
+        let mut tx = c.transaction().map_err(map_err)?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
             .map_err(map_err)?;
-        let mut out: Vec<Claimed> = rows
-            .iter()
-            .map(|r| Claimed {
+        // SKIP LOCKED: instances sharing the database never wait on, or
+        // take, each other's rows. Two index ranges: events whose worker
+        // died (lease expired), then due pending events, oldest first.
+        let mut out: Vec<Claimed> = Vec::new();
+        for pick in [
+            "SELECT id FROM events WHERE hook_id = $4 AND state = 'delivering' AND lease_until < $3 \
+             LIMIT $5 FOR UPDATE SKIP LOCKED",
+            "SELECT id FROM events WHERE hook_id = $4 AND state = 'pending' AND next_attempt_at <= $3 \
+             ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED",
+        ] {
+            let left = limit.saturating_sub(out.len());
+            if left == 0 {
+                break;
+            }
+            let sql = format!(
+                "UPDATE events e SET state = 'delivering', lease_until = $1, leased_by = $2, \
+                 attempts = e.attempts + 1, updated_at = $3 FROM ({pick}) due WHERE e.id = due.id \
+                 RETURNING e.id, e.hook_id, e.delivery_id, e.event_type, e.received_at, e.headers, e.body, e.attempts"
+            );
+            let rows = tx
+                .query(&sql, &[&lease_until, &worker, &now, &hook_id, &(left as i64)])
+                .map_err(map_err)?;
+            out.extend(rows.iter().map(|r| Claimed {
                 id: r.get(0),
                 hook_id: r.get(1),
                 delivery_id: r.get(2),
@@ -385,30 +396,41 @@ impl Store for PgStore {
                 headers: r.get(5),
                 body: Bytes::from(r.get::<_, Vec<u8>>(6)),
                 attempts: r.get(7),
-            })
-            .collect();
+            }));
+        }
+        tx.commit().map_err(map_err)?;
         out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
         Ok(out)
     }
 
     fn finish(
         &self,
-        id: &str,
         worker: &str,
-        d: &Disposition,
+        items: &[(String, Disposition)],
         now: SystemTime,
-    ) -> Result<bool, StoreError> {
-        let (state, at, error) = disposition_columns(d);
+    ) -> Result<Vec<bool>, StoreError> {
         let mut c = self.conn()?;
-        let n = c
-            .execute(
+        let mut tx = c.transaction().map_err(map_err)?;
+        // As for claims: a result lost in a crash means a redelivery.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .map_err(map_err)?;
+        let st = tx
+            .prepare(
                 "UPDATE events SET state = $1, next_attempt_at = coalesce($2, next_attempt_at), last_error = $3, \
                  lease_until = NULL, leased_by = NULL, updated_at = $4 \
                  WHERE id = $5 AND leased_by = $6 AND state = 'delivering'",
-                &[&state, &at, &error, &now, &id, &worker],
             )
             .map_err(map_err)?;
-        Ok(n == 1)
+        let mut out = Vec::with_capacity(items.len());
+        for (id, d) in items {
+            let (state, at, error) = disposition_columns(d);
+            let n = tx
+                .execute(&st, &[&state, &at, &error, &now, id, &worker])
+                .map_err(map_err)?;
+            out.push(n == 1);
+        }
+        tx.commit().map_err(map_err)?;
+        Ok(out)
     }
 
     fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError> {

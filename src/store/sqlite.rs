@@ -47,7 +47,16 @@ impl SqliteStore {
         let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut conn = match pooled {
             Some(c) => c,
-            None => self.connect(false)?,
+            None => {
+                let c = self.connect(false)?;
+                // Delivery bookkeeping (leases, results) does not acknowledge
+                // anything to a sender: a commit lost to a power cut only
+                // means a redelivery, so skip the per-commit fsync here. The
+                // ingest writer keeps synchronous = FULL.
+                c.execute_batch("PRAGMA synchronous = NORMAL;")
+                    .map_err(map_err)?;
+                c
+            }
         };
         let r = f(&mut conn);
         if r.is_ok() {
@@ -314,17 +323,24 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            let mut out = {
-                let mut st = tx
-                    .prepare_cached(
-                        "UPDATE events SET state = 'delivering', lease_until = ?1, leased_by = ?2, \
-                         attempts = attempts + 1, updated_at = ?3 \
-                         WHERE id IN (SELECT id FROM events WHERE hook_id = ?4 AND \
-                           ((state = 'pending' AND next_attempt_at <= ?3) OR (state = 'delivering' AND lease_until < ?3)) \
-                           ORDER BY next_attempt_at, id LIMIT ?5) \
-                         RETURNING id, hook_id, delivery_id, event_type, received_at, headers, body, attempts",
-                    )
-                    .map_err(map_err)?;
+            // Two statements, each an index range: events whose worker died
+            // (lease expired), then pending events that are due, oldest first.
+            let mut out = Vec::new();
+            for pick in [
+                "SELECT id FROM events WHERE hook_id = ?4 AND state = 'delivering' AND lease_until < ?3 LIMIT ?5",
+                "SELECT id FROM events WHERE hook_id = ?4 AND state = 'pending' AND next_attempt_at <= ?3 \
+                 ORDER BY next_attempt_at, id LIMIT ?5",
+            ] {
+                let left = limit.saturating_sub(out.len());
+                if left == 0 {
+                    break;
+                }
+                let sql = format!(
+                    "UPDATE events SET state = 'delivering', lease_until = ?1, leased_by = ?2, \
+                     attempts = attempts + 1, updated_at = ?3 WHERE id IN ({pick}) \
+                     RETURNING id, hook_id, delivery_id, event_type, received_at, headers, body, attempts"
+                );
+                let mut st = tx.prepare_cached(&sql).map_err(map_err)?;
                 let rows = st
                     .query_map(
                         params![
@@ -332,7 +348,7 @@ impl Store for SqliteStore {
                             worker,
                             to_micros(now),
                             hook_id,
-                            limit as i64
+                            left as i64
                         ],
                         |r| {
                             Ok(Claimed {
@@ -348,8 +364,10 @@ impl Store for SqliteStore {
                         },
                     )
                     .map_err(map_err)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?
-            };
+                for row in rows {
+                    out.push(row.map_err(map_err)?);
+                }
+            }
             tx.commit().map_err(map_err)?;
             out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
             Ok(out)
@@ -358,23 +376,33 @@ impl Store for SqliteStore {
 
     fn finish(
         &self,
-        id: &str,
         worker: &str,
-        d: &Disposition,
+        items: &[(String, Disposition)],
         now: SystemTime,
-    ) -> Result<bool, StoreError> {
-        let (state, at, error) = disposition_columns(d);
+    ) -> Result<Vec<bool>, StoreError> {
         self.with_conn(|conn| {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE events SET state = ?1, next_attempt_at = coalesce(?2, next_attempt_at), last_error = ?3, \
-                     lease_until = NULL, leased_by = NULL, updated_at = ?4 \
-                     WHERE id = ?5 AND leased_by = ?6 AND state = 'delivering'",
-                )
-                .map_err(map_err)?
-                .execute(params![state, at.map(to_micros), error, to_micros(now), id, worker])
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            Ok(n == 1)
+            let mut out = Vec::with_capacity(items.len());
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "UPDATE events SET state = ?1, next_attempt_at = coalesce(?2, next_attempt_at), last_error = ?3, \
+                         lease_until = NULL, leased_by = NULL, updated_at = ?4 \
+                         WHERE id = ?5 AND leased_by = ?6 AND state = 'delivering'",
+                    )
+                    .map_err(map_err)?;
+                for (id, d) in items {
+                    let (state, at, error) = disposition_columns(d);
+                    let n = st
+                        .execute(params![state, at.map(to_micros), error, to_micros(now), id, worker])
+                        .map_err(map_err)?;
+                    out.push(n == 1);
+                }
+            }
+            tx.commit().map_err(map_err)?;
+            Ok(out)
         })
     }
 
