@@ -544,7 +544,10 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve => serve(cli.config),
-        _ => run(cli),
+        _ => {
+            restore_sigpipe();
+            run(cli)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -555,6 +558,18 @@ pub fn main() -> ExitCode {
             }
             e.exit_code()
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `webhookd events list | head` would fail with
+/// "Broken pipe" errors. A command-line tool should just stop, like `ls`.
+/// (Not for `serve`: a daemon must survive a peer closing a socket.)
+fn restore_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called on the main thread before any other thread exists,
+    // and SIG_DFL installs no Rust code as a handler.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
     }
 }
 

@@ -474,17 +474,7 @@ impl SecretRef {
             SecretRef::Env(n) => std::env::var_os(n)
                 .ok_or_else(|| format!("environment variable {n} is not set"))?
                 .into_encoded_bytes(),
-            SecretRef::Credential(n) => {
-                let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-                    format!(
-                        "credential {n}: CREDENTIALS_DIRECTORY is not set \
-                         (add LoadCredential={n}:/path to the unit)"
-                    )
-                })?;
-                let p = Path::new(&dir).join(n);
-                std::fs::read(&p)
-                    .map_err(|e| format!("cannot read credential {}: {e}", p.display()))?
-            }
+            SecretRef::Credential(n) => read_credential(n)?,
         };
         let trimmed = trim_newline(&raw);
         if trimmed.is_empty() {
@@ -492,6 +482,30 @@ impl SecretRef {
         }
         Ok(Secret(trimmed.to_vec()))
     }
+}
+
+/// `$CREDENTIALS_DIRECTORY/NAME` inside the unit (LoadCredential=). Outside
+/// it (`webhookd check-config` or `sign` run by an administrator), look where
+/// systemd itself looks for `LoadCredential=NAME` without a path.
+fn read_credential(name: &str) -> Result<Vec<u8>, String> {
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let p = Path::new(&dir).join(name);
+        return std::fs::read(&p)
+            .map_err(|e| format!("cannot read credential {}: {e}", p.display()));
+    }
+    const STORES: [&str; 3] = ["/etc/credstore", "/run/credstore", "/usr/lib/credstore"];
+    for dir in STORES {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return std::fs::read(&p)
+                .map_err(|e| format!("cannot read credential {}: {e}", p.display()));
+        }
+    }
+    Err(format!(
+        "credential {name}: CREDENTIALS_DIRECTORY is not set and {name} is not in {} \
+         (add LoadCredential={name}:/path to the unit, or create /etc/credstore/{name})",
+        STORES.join(", ")
+    ))
 }
 
 /// Secret files usually end with the newline `echo` added; it is not part of the key.

@@ -20,10 +20,10 @@ CREATE TABLE events (
     CONSTRAINT events_hook_delivery_key UNIQUE (hook_id, delivery_id)
 );
 
--- Claiming due events of one hook in order (state = 'pending' and
--- next_attempt_at <= now; state = 'delivering' with an expired lease), and
--- the queue-depth count.
-CREATE INDEX events_due_idx ON events (hook_id, state, next_attempt_at, id);
+-- Claiming due events of one hook in order, and the queue counts. Partial,
+-- so events of hooks without an action ('stored') cost no index writes.
+CREATE INDEX events_pending_idx ON events (hook_id, next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX events_delivering_idx ON events (hook_id, lease_until) WHERE state = 'delivering';
 -- Dead letters: listed, counted and retried by hand.
 CREATE INDEX events_dead_idx ON events (received_at) WHERE state = 'dead';
 CREATE INDEX events_received_idx ON events (received_at);

@@ -484,7 +484,8 @@ impl Store for PgStore {
         let mut c = self.conn()?;
         let rows = c
             .query(
-                "SELECT state, count(*) FROM events WHERE state IN ('pending', 'delivering') GROUP BY state \
+                "SELECT 'pending', count(*) FROM events WHERE state = 'pending' \
+                 UNION ALL SELECT 'delivering', count(*) FROM events WHERE state = 'delivering' \
                  UNION ALL SELECT 'dead', count(*) FROM events WHERE state = 'dead'",
                 &[],
             )

@@ -464,7 +464,8 @@ impl Store for SqliteStore {
             let mut c = Counts::default();
             let mut st = conn
                 .prepare_cached(
-                    "SELECT state, count(*) FROM events WHERE state IN ('pending', 'delivering') GROUP BY state \
+                    "SELECT 'pending', count(*) FROM events WHERE state = 'pending' \
+                     UNION ALL SELECT 'delivering', count(*) FROM events WHERE state = 'delivering' \
                      UNION ALL SELECT 'dead', count(*) FROM events WHERE state = 'dead'",
                 )
                 .map_err(map_err)?;
