@@ -25,5 +25,6 @@ CREATE TABLE events (
 CREATE INDEX events_pending_idx ON events (hook_id, next_attempt_at, id) WHERE state = 'pending';
 CREATE INDEX events_delivering_idx ON events (hook_id, lease_until) WHERE state = 'delivering';
 -- Dead letters: listed, counted and retried by hand.
-CREATE INDEX events_dead_idx ON events (received_at) WHERE state = 'dead';
-CREATE INDEX events_received_idx ON events (received_at);
+CREATE INDEX events_dead_idx ON events (id) WHERE state = 'dead';
+-- No index on received_at: ids are ULIDs, ordered by receipt time, so time
+-- ranges (listing, retention) are ranges of the primary key.

@@ -15,6 +15,8 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::migrations::{self, POSTGRES};
 use bytes::Bytes;
 
+use crate::id::time_bound;
+
 use super::sqlite::disposition_columns;
 use super::{redact_url, BatchSink, EventRecord, ListQuery, NewEvent, Outcome, Store, StoreError};
 use super::{Claimed, Counts, Disposition, ReplayFilter};
@@ -26,8 +28,37 @@ type Conn = PooledConnection<Manager>;
 /// Key of the session advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b64; // "webhookd"
 
+/// The r2d2 pool, whose last copy drops its idle connections off any tokio
+/// runtime: dropping a `postgres::Client` on a runtime thread panics
+/// ("Cannot start a runtime from within a runtime"), and the store is
+/// dropped at the end of `serve`, so every clean exit aborted (status 134).
+struct SafePool(Option<Pool<Manager>>);
+
+impl std::ops::Deref for SafePool {
+    type Target = Pool<Manager>;
+    fn deref(&self) -> &Pool<Manager> {
+        self.0.as_ref().expect("pool is only taken on drop")
+    }
+}
+
+impl Clone for SafePool {
+    fn clone(&self) -> SafePool {
+        SafePool(self.0.clone())
+    }
+}
+
+impl Drop for SafePool {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(pool)).join();
+            }
+        }
+    }
+}
+
 pub struct PgStore {
-    pool: Pool<Manager>,
+    pool: SafePool,
     config: postgres::Config,
     url: String,
 }
@@ -54,7 +85,11 @@ impl PgStore {
             .connection_timeout(cfg.connect_timeout)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
-        Ok(PgStore { pool, config, url })
+        Ok(PgStore {
+            pool: SafePool(Some(pool)),
+            config,
+            url,
+        })
     }
 
     fn conn(&self) -> Result<Conn, StoreError> {
@@ -100,7 +135,7 @@ struct Prepared {
 }
 
 struct PgSink {
-    pool: Pool<Manager>,
+    pool: SafePool,
     url: String,
     prepared: Option<Prepared>,
 }
@@ -340,13 +375,22 @@ impl Store for PgStore {
         let mut c = self.conn()?;
         let sql = format!(
             "SELECT {COLUMNS} FROM events WHERE ($1::text IS NULL OR hook_id = $1) AND ($2::text IS NULL OR state = $2) \
-             AND ($3::timestamptz IS NULL OR received_at >= $3) AND ($4::timestamptz IS NULL OR received_at < $4) \
-             ORDER BY received_at DESC, id DESC LIMIT $5"
+             AND ($3::text IS NULL OR id >= $3) AND ($4::text IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5"
         );
         let state = q.state.map(|s| s.as_str());
         let limit = q.limit.max(1) as i64;
         let rows = c
-            .query(&sql, &[&q.hook_id, &state, &q.since, &q.until, &limit])
+            .query(
+                &sql,
+                &[
+                    &q.hook_id,
+                    &state,
+                    &q.since.map(time_bound),
+                    &q.until.map(time_bound),
+                    &limit,
+                ],
+            )
             .map_err(map_err)?;
         Ok(rows.iter().map(record).collect())
     }
@@ -454,9 +498,16 @@ impl Store for PgStore {
                 "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL, \
                  lease_until = NULL, leased_by = NULL, updated_at = $1 \
                  WHERE state <> 'delivering' AND ($2::text IS NULL OR id = $2) AND ($3::text IS NULL OR state = $3) \
-                 AND ($4::text IS NULL OR hook_id = $4) AND ($5::timestamptz IS NULL OR received_at >= $5) \
-                 AND ($6::timestamptz IS NULL OR received_at < $6)",
-                &[&now, &f.id, &state, &f.hook_id, &f.since, &f.until],
+                 AND ($4::text IS NULL OR hook_id = $4) AND ($5::text IS NULL OR id >= $5) \
+                 AND ($6::text IS NULL OR id < $6)",
+                &[
+                    &now,
+                    &f.id,
+                    &state,
+                    &f.hook_id,
+                    &f.since.map(time_bound),
+                    &f.until.map(time_bound),
+                ],
             )
             .map_err(map_err)?;
         Ok(n as usize)
@@ -472,9 +523,13 @@ impl Store for PgStore {
         let n = c
             .execute(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE \
-                 ($1::timestamptz IS NOT NULL AND state IN ('done', 'stored') AND received_at < $1) OR \
-                 ($2::timestamptz IS NOT NULL AND state = 'dead' AND received_at < $2) LIMIT $3 FOR UPDATE SKIP LOCKED)",
-                &[&done_before, &dead_before, &(batch as i64)],
+                 ($1::text IS NOT NULL AND state IN ('done', 'stored') AND id < $1) OR \
+                 ($2::text IS NOT NULL AND state = 'dead' AND id < $2) LIMIT $3 FOR UPDATE SKIP LOCKED)",
+                &[
+                    &done_before.map(time_bound),
+                    &dead_before.map(time_bound),
+                    &(batch as i64),
+                ],
             )
             .map_err(map_err)?;
         Ok(n as usize)

@@ -12,6 +12,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use super::migrations::{self, SQLITE};
 use bytes::Bytes;
 
+use crate::id::time_bound;
+
 use super::{from_micros, to_micros, BatchSink, EventRecord, ListQuery, Outcome, Store};
 use super::{Claimed, Counts, Disposition, NewEvent, ReplayFilter, StoreError};
 
@@ -277,8 +279,8 @@ impl Store for SqliteStore {
         self.with_conn(|conn| {
             let sql = format!(
                 "SELECT {COLUMNS} FROM events WHERE (?1 IS NULL OR hook_id = ?1) AND (?2 IS NULL OR state = ?2) \
-                 AND (?3 IS NULL OR received_at >= ?3) AND (?4 IS NULL OR received_at < ?4) \
-                 ORDER BY received_at DESC, id DESC LIMIT ?5"
+                 AND (?3 IS NULL OR id >= ?3) AND (?4 IS NULL OR id < ?4) \
+                 ORDER BY id DESC LIMIT ?5"
             );
             let mut st = conn.prepare(&sql).map_err(map_err)?;
             let rows = st
@@ -286,8 +288,8 @@ impl Store for SqliteStore {
                     params![
                         q.hook_id,
                         q.state.map(|s| s.as_str()),
-                        q.since.map(to_micros),
-                        q.until.map(to_micros),
+                        q.since.map(time_bound),
+                        q.until.map(time_bound),
                         q.limit.max(1) as i64
                     ],
                     record,
@@ -424,14 +426,14 @@ impl Store for SqliteStore {
                 "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = ?1, last_error = NULL, \
                  lease_until = NULL, leased_by = NULL, updated_at = ?1 \
                  WHERE state <> 'delivering' AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR state = ?3) \
-                 AND (?4 IS NULL OR hook_id = ?4) AND (?5 IS NULL OR received_at >= ?5) AND (?6 IS NULL OR received_at < ?6)",
+                 AND (?4 IS NULL OR hook_id = ?4) AND (?5 IS NULL OR id >= ?5) AND (?6 IS NULL OR id < ?6)",
                 params![
                     to_micros(now),
                     f.id,
                     f.state.map(|s| s.as_str()),
                     f.hook_id,
-                    f.since.map(to_micros),
-                    f.until.map(to_micros)
+                    f.since.map(time_bound),
+                    f.until.map(time_bound)
                 ],
             )
             .map_err(map_err)
