@@ -160,13 +160,15 @@ impl PgSink {
             .ok_or_else(|| StoreError::Unavailable("no connection".into()))
     }
 
-    /// One transaction for the batch. `unique` holds the first occurrence of
-    /// each (hook, delivery) key in the batch.
+    /// Store the batch with one statement in autocommit: one round trip and
+    /// one commit, atomic for the whole batch. Keys that were already
+    /// stored are looked up afterwards (a fresh snapshot sees rows that a
+    /// concurrent transaction committed while we waited on its conflict).
+    /// `events` holds the first occurrence of each (hook, delivery) key.
     fn write_unique(
         p: &mut Prepared,
         events: &[&NewEvent],
     ) -> Result<HashMap<(String, String), Outcome>, StoreError> {
-        let mut tx = p.conn.transaction().map_err(map_err)?;
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
         let hooks: Vec<&str> = events.iter().map(|e| e.hook_id.as_str()).collect();
         let deliveries: Vec<&str> = events.iter().map(|e| e.delivery_id.as_str()).collect();
@@ -175,7 +177,8 @@ impl PgSink {
         let headers: Vec<&str> = events.iter().map(|e| e.headers.as_str()).collect();
         let bodies: Vec<&[u8]> = events.iter().map(|e| &e.body[..]).collect();
         let states: Vec<&str> = events.iter().map(|e| e.state.as_str()).collect();
-        let rows = tx
+        let rows = p
+            .conn
             .query(
                 &p.insert,
                 &[
@@ -190,7 +193,11 @@ impl PgSink {
                 ],
             )
             .map_err(map_err)?;
-        let inserted: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        let inserted: HashSet<String> = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<_, _>>()
+            .map_err(map_err)?;
         let mut out = HashMap::with_capacity(events.len());
         let mut missing_hooks = Vec::new();
         let mut missing_deliveries = Vec::new();
@@ -204,15 +211,18 @@ impl PgSink {
             }
         }
         if !missing_hooks.is_empty() {
-            let rows = tx
+            let rows = p
+                .conn
                 .query(&p.existing, &[&missing_hooks, &missing_deliveries])
                 .map_err(map_err)?;
             for r in rows {
-                let key = (r.get::<_, String>(1), r.get::<_, String>(2));
-                out.insert(key, Outcome::Duplicate(r.get(0)));
+                let key = (
+                    r.try_get::<_, String>(1).map_err(map_err)?,
+                    r.try_get::<_, String>(2).map_err(map_err)?,
+                );
+                out.insert(key, Outcome::Duplicate(r.try_get(0).map_err(map_err)?));
             }
         }
-        tx.commit().map_err(map_err)?;
         Ok(out)
     }
 }
