@@ -76,3 +76,22 @@ fn drain_deadline_bounds_shutdown() {
         t.elapsed()
     );
 }
+
+/// On PostgreSQL too, SIGTERM after deliveries exits 0: the connection pool
+/// must not drop its `postgres::Client`s on the runtime thread (that panics
+/// and aborts with status 134; found by scripts/chaos).
+#[test]
+fn sigterm_exits_0_on_postgres() {
+    let env = Env::new("drainpg");
+    let secret = env.write("gh.secret", SECRET);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = pg_url();
+    let mut d = Daemon::start(&env, &config(&addr, &url, &secret, ""), &[]);
+    for i in 0..5 {
+        assert_eq!(d.post("gh", &format!("pg-exit-{i}"), b"{}").status, 202);
+    }
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(15)).expect("exit");
+    assert!(status.success(), "{status:?}\n{}", d.log_text());
+    assert!(!d.log_text().contains("panicked"), "{}", d.log_text());
+}
