@@ -277,21 +277,21 @@ impl BatchSink for PgSink {
     }
 }
 
-fn record(r: &postgres::Row) -> EventRecord {
-    EventRecord {
-        id: r.get(0),
-        hook_id: r.get(1),
-        delivery_id: r.get(2),
-        event_type: r.get(3),
-        received_at: r.get(4),
-        state: r.get(5),
-        attempts: r.get(6),
-        next_attempt_at: r.get(7),
-        last_error: r.get(8),
-        body_len: r.get::<_, i32>(9) as usize,
+fn record(r: &postgres::Row) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        id: r.try_get(0).map_err(map_err)?,
+        hook_id: r.try_get(1).map_err(map_err)?,
+        delivery_id: r.try_get(2).map_err(map_err)?,
+        event_type: r.try_get(3).map_err(map_err)?,
+        received_at: r.try_get(4).map_err(map_err)?,
+        state: r.try_get(5).map_err(map_err)?,
+        attempts: r.try_get(6).map_err(map_err)?,
+        next_attempt_at: r.try_get(7).map_err(map_err)?,
+        last_error: r.try_get(8).map_err(map_err)?,
+        body_len: r.try_get::<_, i32>(9).map_err(map_err)? as usize,
         headers: None,
         body: None,
-    }
+    })
 }
 
 impl Store for PgStore {
@@ -317,7 +317,8 @@ impl Store for PgStore {
         let current: i32 = client
             .query_one("SELECT coalesce(max(version), 0) FROM webhookd_schema", &[])
             .map_err(map_err)?
-            .get(0);
+            .try_get(0)
+            .map_err(map_err)?;
         let known = migrations::latest(POSTGRES);
         if current > known {
             return Err(StoreError::SchemaTooNew {
@@ -353,13 +354,14 @@ impl Store for PgStore {
         let row = c
             .query_one("SELECT to_regclass('webhookd_schema') IS NOT NULL", &[])
             .map_err(map_err)?;
-        if !row.get::<_, bool>(0) {
+        if !row.try_get::<_, bool>(0).map_err(map_err)? {
             return Err(StoreError::NotMigrated);
         }
         let v: i32 = c
             .query_one("SELECT coalesce(max(version), 0) FROM webhookd_schema", &[])
             .map_err(map_err)?
-            .get(0);
+            .try_get(0)
+            .map_err(map_err)?;
         let known = migrations::latest(POSTGRES);
         match v {
             v if v > known => Err(StoreError::SchemaTooNew { found: v, known }),
@@ -402,7 +404,7 @@ impl Store for PgStore {
                 ],
             )
             .map_err(map_err)?;
-        Ok(rows.iter().map(record).collect())
+        rows.iter().map(record).collect()
     }
 
     fn claim(
@@ -441,16 +443,18 @@ impl Store for PgStore {
             let rows = tx
                 .query(&sql, &[&lease_until, &worker, &now, &hook_id, &(left as i64)])
                 .map_err(map_err)?;
-            out.extend(rows.iter().map(|r| Claimed {
-                id: r.get(0),
-                hook_id: r.get(1),
-                delivery_id: r.get(2),
-                event_type: r.get(3),
-                received_at: r.get(4),
-                headers: r.get(5),
-                body: Bytes::from(r.get::<_, Vec<u8>>(6)),
-                attempts: r.get(7),
-            }));
+            for r in &rows {
+                out.push(Claimed {
+                    id: r.try_get(0).map_err(map_err)?,
+                    hook_id: r.try_get(1).map_err(map_err)?,
+                    delivery_id: r.try_get(2).map_err(map_err)?,
+                    event_type: r.try_get(3).map_err(map_err)?,
+                    received_at: r.try_get(4).map_err(map_err)?,
+                    headers: r.try_get(5).map_err(map_err)?,
+                    body: Bytes::from(r.try_get::<_, Vec<u8>>(6).map_err(map_err)?),
+                    attempts: r.try_get(7).map_err(map_err)?,
+                });
+            }
         }
         tx.commit().map_err(map_err)?;
         out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
@@ -557,8 +561,8 @@ impl Store for PgStore {
             .map_err(map_err)?;
         let mut out = Counts::default();
         for r in rows {
-            let n: i64 = r.get(1);
-            match r.get::<_, &str>(0) {
+            let n: i64 = r.try_get(1).map_err(map_err)?;
+            match r.try_get::<_, &str>(0).map_err(map_err)? {
                 "pending" => out.pending = n,
                 "delivering" => out.delivering = n,
                 _ => out.dead = n,
@@ -571,11 +575,10 @@ impl Store for PgStore {
         let mut c = self.conn()?;
         let sql = format!("SELECT {COLUMNS}, headers, body FROM events WHERE id = $1");
         let row = c.query_opt(&sql, &[&id]).map_err(map_err)?;
-        Ok(row.map(|r| {
-            let mut rec = record(&r);
-            rec.headers = Some(r.get(10));
-            rec.body = Some(r.get(11));
-            rec
-        }))
+        let Some(r) = row else { return Ok(None) };
+        let mut rec = record(&r)?;
+        rec.headers = Some(r.try_get(10).map_err(map_err)?);
+        rec.body = Some(r.try_get(11).map_err(map_err)?);
+        Ok(Some(rec))
     }
 }

@@ -468,6 +468,9 @@ impl Proxy {
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(client) = s else { continue };
+                // Decide and register under the lock `cut` takes, so no
+                // connection slips through while the path is being cut.
+                let mut g = c.lock().unwrap();
                 if !o.load(Ordering::SeqCst) {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
@@ -475,8 +478,9 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(&target) else {
                     continue;
                 };
-                c.lock().unwrap().push(client.try_clone().unwrap());
-                c.lock().unwrap().push(server.try_clone().unwrap());
+                g.push(client.try_clone().unwrap());
+                g.push(server.try_clone().unwrap());
+                drop(g);
                 pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
                 pipe(server, client);
             }
@@ -486,8 +490,9 @@ impl Proxy {
 
     /// Drop every connection and refuse new ones (they are closed at once).
     pub fn cut(&self) {
+        let mut g = self.conns.lock().unwrap();
         self.open.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
+        for c in g.drain(..) {
             let _ = c.shutdown(Shutdown::Both);
         }
     }
