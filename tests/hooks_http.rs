@@ -139,6 +139,33 @@ fn oversize_content_length_is_refused_early() {
     assert_eq!(r.status, 413);
 }
 
+/// `server.max_header_bytes` is exact, not hyper's buffer growth steps.
+#[test]
+fn header_size_limit_is_exact() {
+    let env = Env::new("hdrlimit");
+    let secret = env.write("gh.secret", SECRET);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start(
+        &env,
+        &config(
+            &addr,
+            &env.sqlite_url(),
+            &secret,
+            "max_header_bytes = 16384",
+        ),
+        &[],
+    );
+    let mut h = github_headers("big-1", b"{}", SECRET);
+    h.push(("X-Padding".into(), "p".repeat(17_000)));
+    let r = request(&addr, "POST", "/hooks/gh", &h, b"{}").unwrap();
+    assert_eq!(r.status, 431, "{}", r.text());
+    let mut h = github_headers("big-2", b"{}", SECRET);
+    h.push(("X-Padding".into(), "p".repeat(15_000)));
+    let r = request(&addr, "POST", "/hooks/gh", &h, b"{}").unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(d.post("gh", "small", b"{}").status, 202);
+}
+
 /// PostgreSQL unreachable: 503 with Retry-After within a second, /readyz
 /// says so, and deliveries are accepted again once it is back.
 #[test]
@@ -177,6 +204,28 @@ fn store_unreachable_answers_503_quickly() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // Under concurrent load too: nobody waits for a second connect timeout.
+    let t = Instant::now();
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = post_signed(&addr, "gh", &format!("down-c{i}"), b"{}", SECRET);
+                (r.status, t.elapsed())
+            })
+        })
+        .collect();
+    for th in threads {
+        let (status, took) = th.join().unwrap();
+        assert_eq!(status, 503);
+        assert!(
+            took < Duration::from_secs(1),
+            "a concurrent 503 took {took:?}"
+        );
+    }
+    assert!(t.elapsed() < Duration::from_secs(2));
 
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(15);

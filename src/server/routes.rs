@@ -39,6 +39,23 @@ pub async fn handle(
     peer: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    // hyper's own limit is its read buffer, which grows in steps; count the
+    // head ourselves so `server.max_header_bytes` means what it says.
+    let limit = app.live().config.server.max_header_bytes;
+    let head: usize = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > limit {
+        app.metrics.reject("headers_too_large");
+        return error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large",
+        );
+    }
     let path = req.uri().path().to_string();
     if role.serves_hooks() {
         if let Some(id) = path.strip_prefix("/hooks/") {

@@ -156,6 +156,7 @@ impl Writer {
                 wedge_file: opts.wedge_file.clone(),
                 spool: opts.spool.clone(),
                 spool_logged: false,
+                fail_fast: None,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("store-writer-{i}"))
@@ -246,7 +247,12 @@ struct WriterThread {
     wedge_file: Option<PathBuf>,
     spool: Option<Arc<super::spool::Spool>>,
     spool_logged: bool,
+    /// Until when batches fail at once after the store was unreachable.
+    fail_fast: Option<(Instant, String)>,
 }
+
+/// How long batches are refused at once after one found the store down.
+const FAIL_FAST: Duration = Duration::from_millis(500);
 
 /// Move spooled events into the store whenever it answers; in order.
 fn drain_spool(
@@ -290,7 +296,21 @@ impl WriterThread {
                 return sp.append(events);
             }
         }
-        match self.sink.write_batch(events) {
+        // Right after a batch found the store unreachable, answer the next
+        // ones at once instead of each waiting for another connect timeout:
+        // a refusal must stay quick under load (the store monitor and the
+        // first batch after the window notice when it is back).
+        if let Some((until, e)) = &self.fail_fast {
+            if Instant::now() < *until && self.spool.is_none() {
+                return Err(StoreError::Unavailable(e.clone()));
+            }
+            self.fail_fast = None;
+        }
+        let result = self.sink.write_batch(events);
+        if let Err(StoreError::Unavailable(e)) = &result {
+            self.fail_fast = Some((Instant::now() + FAIL_FAST, e.clone()));
+        }
+        match result {
             Err(StoreError::Unavailable(e)) if self.spool.is_some() => {
                 self.status.set_error(&StoreError::Unavailable(e.clone()));
                 let sp = self
