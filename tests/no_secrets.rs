@@ -7,8 +7,7 @@
 mod common;
 use common::*;
 use nix::sys::signal::Signal;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// (hook id, scheme, secret, how it is referenced, extra hook keys)
@@ -100,31 +99,20 @@ fn sign(
     delivery: &str,
     body: &[u8],
 ) -> Vec<(String, String)> {
-    let mut child = Command::new(bin())
-        .args(["--config", config.to_str().unwrap(), "sign", "--hook", hook])
-        .args(["--event", "push", "--delivery", delivery])
-        .env("WEBHOOKD_TEST_ST", "whsec_STRIPE-SECRET-4c1d8e")
-        .env("CREDENTIALS_DIRECTORY", env.path("creds"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(body).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "sign {hook}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(": ").unwrap();
-            (k.to_string(), v.to_string())
-        })
-        .collect()
+    cli_sign(
+        config,
+        hook,
+        "push",
+        delivery,
+        body,
+        &[
+            ("WEBHOOKD_TEST_ST", "whsec_STRIPE-SECRET-4c1d8e".to_string()),
+            (
+                "CREDENTIALS_DIRECTORY",
+                env.path("creds").display().to_string(),
+            ),
+        ],
+    )
 }
 
 fn record(outputs: &mut Vec<(String, String)>, what: String, r: &Resp) {

@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -44,29 +43,7 @@ fn sign(
     delivery: &str,
     body: &[u8],
 ) -> Vec<(String, String)> {
-    let mut child = Command::new(bin())
-        .args(["--config", config.to_str().unwrap(), "sign", "--hook", hook])
-        .args(["--event", event, "--delivery", delivery])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(body).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "sign {hook}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(": ").unwrap();
-            (k.to_string(), v.to_string())
-        })
-        .collect()
+    cli_sign(config, hook, event, delivery, body, &[])
 }
 
 fn post(addr: &str, hook: &str, headers: &[(String, String)], body: &[u8]) -> Resp {

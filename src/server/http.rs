@@ -58,9 +58,12 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(opts.header_timeout)
             .max_headers(opts.max_headers)
-            // Caps the request head: a larger one is answered 431. hyper
-            // panics below 8192; config validation refuses that.
-            .max_buf_size(opts.max_header_bytes.max(8192))
+            // hyper's read buffer bounds the head. It is set above
+            // `max_header_bytes` so that a head just over the limit is parsed
+            // and answered 431 by routes (exactly, and on a connection that
+            // stays orderly); only a head over twice the limit is cut off by
+            // hyper itself (431 and close). hyper panics below 8192.
+            .max_buf_size(opts.max_header_bytes.saturating_mul(2).max(8192) + 8192)
             .keep_alive(true);
         let builder = Arc::new(builder);
         let graceful = Arc::new(GracefulShutdown::new());

@@ -689,3 +689,40 @@ pub fn wait_state(url: &str, delivery: &str, state: &str, limit: Duration) -> (S
     }
     panic!("{delivery} never reached {state}; last {last:?}");
 }
+
+/// The headers `webhookd sign` prints for `body` (one `Name: value` a line),
+/// with extra environment variables for `env:`/`credential:` secrets.
+pub fn cli_sign(
+    config: &Path,
+    hook: &str,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    vars: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let mut cmd = Command::new(bin());
+    cmd.args(["--config", config.to_str().unwrap(), "sign", "--hook", hook])
+        .args(["--event", event, "--delivery", delivery])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sign {hook}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(": ").unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
