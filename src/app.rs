@@ -30,8 +30,8 @@ pub struct Hook {
     pub events: Option<HashSet<String>>,
     pub body_limit: u64,
     pub counters: HookCounters,
-    /// IP allowlist and rate limit (src/server/limits.rs).
-    pub rules: crate::server::limits::HookRules,
+    /// IP allowlist and rate limit (src/rules.rs).
+    pub rules: crate::rules::HookRules,
     pub action: Option<HookAction>,
     pub retry: RetryConfig,
     pub breaker: BreakerConfig,
@@ -116,7 +116,7 @@ pub struct Live {
     pub hooks: HashMap<String, Arc<Hook>>,
     pub loaded_at: SystemTime,
     /// `server.trusted_proxies`, parsed.
-    pub proxies: crate::server::limits::Proxies,
+    pub proxies: crate::rules::Proxies,
 }
 
 impl Live {
@@ -129,8 +129,8 @@ impl Live {
         for h in &config.hooks {
             let scheme = Scheme::from_config(h)
                 .map_err(|e| format!("hook {}: {}: {}", h.id, e.key, e.message))?;
-            let rules = crate::server::limits::HookRules::from_config(h)
-                .map_err(|(k, m)| format!("hook {}: {k}: {m}", h.id))?;
+            let rules = crate::rules::HookRules::from_config(h)
+                .map_err(|e| format!("hook {}: {e}", h.id))?;
             let mut secrets = Vec::with_capacity(h.secrets.len());
             let mut errors = Vec::new();
             for r in &h.secrets {
@@ -191,8 +191,8 @@ impl Live {
                 }),
             );
         }
-        let proxies = crate::server::limits::Proxies::parse(&config.server.trusted_proxies)
-            .map_err(|(i, m)| format!("server.trusted_proxies[{i}]: {m}"))?;
+        let proxies = crate::rules::Proxies::parse(&config.server.trusted_proxies)
+            .map_err(|e| e.to_string())?;
         Ok(Live {
             proxies,
             config,
@@ -214,7 +214,7 @@ pub struct App {
     last_reload: Mutex<Option<(SystemTime, Result<(), String>)>>,
     pub tunnel_url: Mutex<Option<String>>,
     /// Hook requests in flight, against `server.max_in_flight`.
-    pub in_flight: crate::server::limits::InFlight,
+    pub in_flight: crate::rules::InFlight,
     pub delivery: DeliveryState,
 }
 

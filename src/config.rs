@@ -242,7 +242,7 @@ pub struct HookConfig {
     /// slack, hmac: JSON field (dotted path) holding the delivery id.
     #[serde(default)]
     pub delivery_field: Option<String>,
-    // --- Request rules (src/server/limits.rs).
+    // --- Request rules (src/rules.rs).
     /// Token bucket: "10/s", "600/min", "1000/h"; over it, 429 + Retry-After.
     #[serde(default)]
     pub rate_limit: Option<String>,
@@ -696,8 +696,8 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        crate::server::limits::Proxies::parse(&self.server.trusted_proxies)
-            .map_err(|(i, m)| invalid(format!("server.trusted_proxies[{i}]"), m))?;
+        crate::rules::Proxies::parse(&self.server.trusted_proxies)
+            .map_err(|e| invalid(e.key, e.message))?;
         if let Some(a) = &self.server.admin_listen {
             crate::server::parse_listen(a).map_err(|m| invalid("server.admin_listen".into(), m))?;
         }
@@ -723,8 +723,7 @@ impl Config {
                 return Err(invalid(key("id"), format!("duplicate hook id {:?}", h.id)));
             }
             crate::verify::Scheme::from_config(h).map_err(|e| invalid(key(e.key), e.message))?;
-            crate::server::limits::HookRules::from_config(h)
-                .map_err(|(k, m)| invalid(key(&k), m))?;
+            crate::rules::HookRules::from_config(h).map_err(|e| invalid(key(&e.key), e.message))?;
             if h.secrets.is_empty() {
                 return Err(invalid(
                     key("secrets"),

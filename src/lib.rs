@@ -10,6 +10,7 @@ pub mod config;
 pub mod deliver;
 pub mod id;
 pub mod metrics;
+pub mod rules;
 pub mod server;
 pub mod signals;
 pub mod store;

@@ -5,8 +5,8 @@
 //! READY=1 sent. Connections that arrive meanwhile wait in the socket's
 //! backlog instead of being refused.
 
+pub mod body;
 pub mod http;
-pub mod limits;
 pub mod routes;
 
 use std::net::SocketAddr;

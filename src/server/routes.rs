@@ -17,9 +17,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::limits::{self, read_body, BodyError, Refusal};
+use super::body::{read_body, BodyError};
 use super::Role;
 use crate::app::{App, Hook};
+use crate::rules::{self, Refusal};
 use crate::store::writer::SubmitError;
 use crate::store::{EventState, NewEvent, Outcome, StoreError};
 
@@ -237,7 +238,7 @@ async fn process(
     req: Request<Incoming>,
 ) -> Answer {
     // Allowlist and rate limit, before the body is read or anything verified.
-    let client = limits::client_ip(peer, req.headers(), &app.live().proxies);
+    let client = rules::client_ip(peer, req.headers(), &app.live().proxies);
     match hook.rules.check(client, Instant::now()) {
         Ok(()) => {}
         Err(Refusal::Forbidden(ip)) => {

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use webhookd::config::{Config, HookConfig, Secret};
-use webhookd::server::limits;
+use webhookd::rules as limits;
 use webhookd::verify::{self, Scheme};
 
 pub struct Input<'a> {

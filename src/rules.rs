@@ -1,43 +1,6 @@
-//! Reading request bodies within a size limit.
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("request body exceeds the limit of {0} bytes")]
-    TooLarge(u64),
-    #[error("could not read request body: {0}")]
-    Read(String),
-}
-
-/// Collect the whole body, refusing more than `limit` bytes. A declared
-/// Content-Length over the limit is refused before reading anything.
-pub async fn read_body(
-    body: Incoming,
-    content_length: Option<u64>,
-    limit: u64,
-) -> Result<Bytes, BodyError> {
-    if content_length.is_some_and(|n| n > limit) {
-        return Err(BodyError::TooLarge(limit));
-    }
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(BodyError::TooLarge(limit))
-            } else {
-                Err(BodyError::Read(e.to_string()))
-            }
-        }
-    }
-}
-
-// --- Hook rules: IP allowlist, rate limit; the global in-flight cap. ---
+//! Request rules checked before a body is read: the per-hook IP allowlist
+//! and rate limit, which client address a request counts as coming from
+//! (trusted proxies), and the global in-flight cap.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -49,6 +12,24 @@ use http::HeaderMap;
 use ipnet::IpNet;
 
 use crate::config::HookConfig;
+
+/// A rule in the configuration that cannot be used: the key (relative to the
+/// hook, or `server.trusted_proxies[N]`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct RuleError {
+    pub key: String,
+    pub message: String,
+}
+
+impl RuleError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> RuleError {
+        RuleError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// Parse `10.0.0.0/8`, `2001:db8::/32`, or a single address (a /32 or /128).
 pub fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -70,14 +51,17 @@ pub struct Proxies {
 }
 
 impl Proxies {
-    /// Parse `server.trusted_proxies`; the error has the index of the bad entry.
-    pub fn parse(list: &[String]) -> Result<Proxies, (usize, String)> {
+    /// Parse `server.trusted_proxies`; the error names the bad entry.
+    pub fn parse(list: &[String]) -> Result<Proxies, RuleError> {
         let mut p = Proxies::default();
         for (i, s) in list.iter().enumerate() {
             if s == "unix" {
                 p.unix = true;
             } else {
-                p.nets.push(parse_net(s).map_err(|m| (i, m))?);
+                p.nets.push(
+                    parse_net(s)
+                        .map_err(|m| RuleError::new(format!("server.trusted_proxies[{i}]"), m))?,
+                );
             }
         }
         Ok(p)
@@ -235,31 +219,33 @@ pub enum Refusal {
 
 impl HookRules {
     /// Build from a `[[hooks]]` entry; the error names the key.
-    pub fn from_config(h: &HookConfig) -> Result<HookRules, (String, String)> {
+    pub fn from_config(h: &HookConfig) -> Result<HookRules, RuleError> {
         let allow = match &h.allow_ips {
             None => None,
             Some(list) if list.is_empty() => {
-                return Err((
-                    "allow_ips".into(),
-                    "an empty list would refuse every request; remove the key to allow all".into(),
+                return Err(RuleError::new(
+                    "allow_ips",
+                    "an empty list would refuse every request; remove the key to allow all",
                 ))
             }
             Some(list) => Some(
                 list.iter()
                     .enumerate()
-                    .map(|(i, s)| parse_net(s).map_err(|m| (format!("allow_ips[{i}]"), m)))
+                    .map(|(i, s)| {
+                        parse_net(s).map_err(|m| RuleError::new(format!("allow_ips[{i}]"), m))
+                    })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
         let bucket = match &h.rate_limit {
             None if h.rate_burst.is_some() => {
-                return Err(("rate_burst".into(), "needs rate_limit".into()))
+                return Err(RuleError::new("rate_burst", "needs rate_limit"))
             }
             None => None,
             Some(r) => {
-                let rate = parse_rate(r).map_err(|m| ("rate_limit".to_string(), m))?;
+                let rate = parse_rate(r).map_err(|m| RuleError::new("rate_limit", m))?;
                 if h.rate_burst == Some(0) {
-                    return Err(("rate_burst".into(), "must be at least 1".into()));
+                    return Err(RuleError::new("rate_burst", "must be at least 1"));
                 }
                 let burst = h.rate_burst.unwrap_or_else(|| rate.ceil().max(1.0) as u32);
                 Some(TokenBucket::new(rate, burst))
@@ -344,8 +330,10 @@ mod tests {
         assert!(parse_net("10.0.0.0/33").is_err());
         assert!(parse_net("example.com").is_err());
         assert_eq!(
-            Proxies::parse(&["unix".into(), "x".into()]).unwrap_err().0,
-            1
+            Proxies::parse(&["unix".into(), "x".into()])
+                .unwrap_err()
+                .key,
+            "server.trusted_proxies[1]"
         );
     }
 
