@@ -11,7 +11,9 @@ use serde_json::json;
 
 use std::time::Duration;
 
-use crate::config::{ActionConfig, BreakerConfig, Config, RetryConfig, Secret};
+use crate::config::{
+    ActionConfig, BreakerConfig, Config, ConfigError, Invalid, RetryConfig, Secret,
+};
 use crate::deliver::exec::ExecAction;
 use crate::deliver::DeliveryState;
 use crate::metrics::{HookCounters, Metrics};
@@ -124,17 +126,14 @@ impl Live {
     /// fails the whole build (reload, check-config); otherwise the hook is
     /// kept but marked unusable (startup: the daemon still starts, says what
     /// is missing, and serves the other hooks).
-    pub fn build(config: Config, metrics: &Metrics, strict: bool) -> Result<Live, String> {
+    pub fn build(config: Config, metrics: &Metrics, strict: bool) -> Result<Live, Invalid> {
         let mut hooks = HashMap::with_capacity(config.hooks.len());
         for h in &config.hooks {
-            let scheme = Scheme::from_config(h)
-                .map_err(|e| format!("hook {}: {}: {}", h.id, e.key, e.message))?;
-            let rules = crate::rules::HookRules::from_config(h)
-                .map_err(|e| format!("hook {}: {e}", h.id))?;
+            let (scheme, rules) = crate::check::hook_parts(h).map_err(|e| e.in_hook(&h.id))?;
             let mut secrets = Vec::with_capacity(h.secrets.len());
             let mut errors = Vec::new();
             for r in &h.secrets {
-                let prepared = r.resolve().and_then(|s| {
+                let prepared = r.resolve().map_err(|e| e.to_string()).and_then(|s| {
                     scheme
                         .prepare_secret(s)
                         .map_err(|m| format!("secret {r} {m}"))
@@ -145,7 +144,7 @@ impl Live {
                 }
             }
             if strict && !errors.is_empty() {
-                return Err(format!("hook {}: {}", h.id, errors.join("; ")));
+                return Err(Invalid::new("", errors.join("; ")).in_hook(&h.id));
             }
             let mut problem = if secrets.is_empty() {
                 Some(format!("no usable secret ({})", errors.join("; ")))
@@ -159,7 +158,7 @@ impl Live {
             {
                 None => None,
                 Some(Ok(a)) => Some(a),
-                Some(Err(e)) if strict => return Err(format!("hook {}: {e}", h.id)),
+                Some(Err(e)) if strict => return Err(Invalid::new("", e).in_hook(&h.id)),
                 Some(Err(e)) => {
                     problem.get_or_insert(e);
                     None
@@ -192,7 +191,7 @@ impl Live {
             );
         }
         let proxies = crate::rules::Proxies::parse(&config.server.trusted_proxies)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Invalid::new(e.key, e.message))?;
         Ok(Live {
             proxies,
             config,
@@ -200,6 +199,15 @@ impl Live {
             loaded_at: SystemTime::now(),
         })
     }
+}
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Hooks(#[from] Invalid),
 }
 
 pub struct App {
@@ -211,7 +219,8 @@ pub struct App {
     pub started: Instant,
     pub started_at: SystemTime,
     pub draining: AtomicBool,
-    last_reload: Mutex<Option<(SystemTime, Result<(), String>)>>,
+    /// When the last reload ran, and why it was refused (None: it worked).
+    last_reload: Mutex<Option<(SystemTime, Option<String>)>>,
     pub tunnel_url: Mutex<Option<String>>,
     /// Hook requests in flight, against `server.max_in_flight`.
     pub in_flight: crate::rules::InFlight,
@@ -264,12 +273,12 @@ impl App {
     }
 
     /// Re-read the config file. On any error the running config stays.
-    pub fn reload(&self) -> Result<Vec<String>, String> {
+    pub fn reload(&self) -> Result<Vec<String>, ReloadError> {
         let result = self.try_reload();
         if let Ok(mut g) = self.last_reload.lock() {
             *g = Some((
                 SystemTime::now(),
-                result.as_ref().map(|_| ()).map_err(Clone::clone),
+                result.as_ref().err().map(ToString::to_string),
             ));
         }
         self.metrics
@@ -277,8 +286,8 @@ impl App {
         result
     }
 
-    fn try_reload(&self) -> Result<Vec<String>, String> {
-        let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+    fn try_reload(&self) -> Result<Vec<String>, ReloadError> {
+        let config = Config::load(&self.config_path)?;
         let new = Live::build(config, &self.metrics, true)?;
         let old = self.live();
         let mut notes = Vec::new();
@@ -414,8 +423,8 @@ impl App {
             g.as_ref().map(|(t, r)| {
                 json!({
                     "at": humantime::format_rfc3339_seconds(*t).to_string(),
-                    "ok": r.is_ok(),
-                    "error": r.as_ref().err(),
+                    "ok": r.is_none(),
+                    "error": r,
                 })
             })
         });

@@ -104,6 +104,8 @@ pub enum CliError {
     #[error("{0}")]
     Secrets(String),
     #[error(transparent)]
+    Invalid(#[from] crate::config::Invalid),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Serve(#[from] crate::server::ServeError),
@@ -120,11 +122,11 @@ impl CliError {
         use crate::server::ServeError as S;
         ExitCode::from(match self {
             CliError::Usage(_) => 64,
-            CliError::Config(_) | CliError::Secrets(_) => 78,
+            CliError::Config(_) | CliError::Secrets(_) | CliError::Invalid(_) => 78,
             CliError::Store(StoreError::BadUrl(_)) => 78,
             CliError::Store(_) => 69,
             CliError::Serve(S::AddrInUse { .. } | S::Bind { .. }) => 71,
-            CliError::Serve(S::Config(_)) => 78,
+            CliError::Serve(S::Listen(_) | S::Invalid(_)) => 78,
             CliError::Serve(S::Store(StoreError::BadUrl(_))) => 78,
             CliError::Serve(S::Store(_)) => 69,
             CliError::Serve(_) => 70,
@@ -314,7 +316,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::CheckConfig => {
             let cfg = Config::load(&path)?;
-            let live = Live::build(cfg, &Metrics::new(), true).map_err(CliError::Secrets)?;
+            let live = Live::build(cfg, &Metrics::new(), true)?;
             let mut ids: Vec<_> = live.hooks.keys().cloned().collect();
             ids.sort();
             println!(
@@ -468,6 +470,7 @@ fn sign(
         .ok_or_else(|| CliError::Secrets(format!("hook {hook} has no secret")))?;
     let secret = secret_ref
         .resolve()
+        .map_err(|e| e.to_string())
         .and_then(|s| {
             scheme
                 .prepare_secret(s)

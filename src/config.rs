@@ -4,10 +4,17 @@
 //! person reading it is usually looking at `journalctl` after a failed reload.
 //! Secrets are never written in the file itself: the file holds references
 //! (`file:`, `env:`, `credential:`) that are resolved when hooks are built.
+//!
+//! This is the bottom layer: it imports nothing from the rest of the crate.
+//! The checks that need a scheme or a rule (does this `hooks[N]` entry
+//! build?) are passed in by `src/check.rs`, which defines [`Config::load`] and
+//! [`Config::parse`] on top of [`Config::load_with`] and [`Config::parse_with`].
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -28,12 +35,112 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("config file {path}: key `{key}`: {message}")]
-    Invalid {
+    #[error("config file {path}: {source}")]
+    Invalid { path: PathBuf, source: Invalid },
+}
+
+/// One validation problem: the hook it belongs to (when the key does not
+/// already say), the key, and what is wrong. The same type is reported by
+/// `check-config`, a refused reload and a refused start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Invalid {
+    pub hook: Option<String>,
+    /// Empty when the message names what it is about (a secret reference).
+    pub key: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+        Invalid {
+            hook: None,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same problem, attributed to hook `id`.
+    pub fn in_hook(mut self, id: &str) -> Invalid {
+        self.hook = Some(id.to_string());
+        self
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(h) = &self.hook {
+            write!(f, "hook {h}: ")?;
+        }
+        match (self.hook.is_some(), self.key.is_empty()) {
+            (_, true) => write!(f, "{}", self.message),
+            (true, false) => write!(f, "{}: {}", self.key, self.message),
+            (false, false) => write!(f, "key `{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Why a secret could not be read. Says where we looked, never what we found.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {}: {source}", path.display())]
+    File {
         path: PathBuf,
-        key: String,
-        message: String,
+        source: std::io::Error,
     },
+    #[error("environment variable {0} is not set")]
+    EnvUnset(String),
+    #[error("cannot read credential {}: {source}", path.display())]
+    Credential {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "credential {name}: CREDENTIALS_DIRECTORY is not set and {name} is not in {stores} \
+         (add LoadCredential={name}:/path to the unit, or create /etc/credstore/{name})"
+    )]
+    NoCredential { name: String, stores: String },
+    #[error("secret {0} is empty")]
+    Empty(SecretRef),
+}
+
+/// A configured listen address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A listen address that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    #[error("expected \"unix:/absolute/path\", got {0:?}")]
+    RelativeUnix(String),
+    #[error("expected \"IP:PORT\" (e.g. \"127.0.0.1:9000\", \"[::1]:9000\") or \"unix:/path\", got {0:?}")]
+    Malformed(String),
+}
+
+/// Parse `host:port`, `[v6]:port` or `unix:/path`.
+pub fn parse_listen(s: &str) -> Result<ListenAddr, ListenError> {
+    if let Some(p) = s.strip_prefix("unix:") {
+        if !p.starts_with('/') {
+            return Err(ListenError::RelativeUnix(s.to_string()));
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(p)));
+    }
+    s.parse::<SocketAddr>()
+        .map(ListenAddr::Tcp)
+        .map_err(|_| ListenError::Malformed(s.to_string()))
+}
+
+/// Parse `10.0.0.0/8`, `2001:db8::/32`, or a single address (a /32 or /128).
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let t = s.trim();
+    if let Ok(n) = ipnet::IpNet::from_str(t) {
+        return Ok(n.trunc());
+    }
+    IpAddr::from_str(t).map(ipnet::IpNet::from).map_err(|_| {
+        format!("expected an IP address or CIDR such as \"192.0.2.0/24\" or \"2001:db8::/32\", got {s:?}")
+    })
 }
 
 /// The whole parsed configuration.
@@ -55,6 +162,9 @@ pub struct Config {
     #[serde(default)]
     pub hooks: Vec<HookConfig>,
 }
+
+/// A check of one `[[hooks]]` entry by a layer above this one.
+pub type HookCheck<'a> = dyn Fn(&HookConfig) -> Result<(), Invalid> + 'a;
 
 /// `[tunnel]`: where to find the sidecar tunnel's public URL.
 #[derive(Debug, Clone, Deserialize)]
@@ -467,18 +577,20 @@ impl SecretRef {
     }
 
     /// Read the secret. Errors say where we looked, never what we found.
-    pub fn resolve(&self) -> Result<Secret, String> {
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
         let raw = match self {
-            SecretRef::File(p) => std::fs::read(p)
-                .map_err(|e| format!("cannot read secret file {}: {e}", p.display()))?,
+            SecretRef::File(p) => std::fs::read(p).map_err(|source| SecretError::File {
+                path: p.clone(),
+                source,
+            })?,
             SecretRef::Env(n) => std::env::var_os(n)
-                .ok_or_else(|| format!("environment variable {n} is not set"))?
+                .ok_or_else(|| SecretError::EnvUnset(n.clone()))?
                 .into_encoded_bytes(),
             SecretRef::Credential(n) => read_credential(n)?,
         };
         let trimmed = trim_newline(&raw);
         if trimmed.is_empty() {
-            return Err(format!("secret {self} is empty"));
+            return Err(SecretError::Empty(self.clone()));
         }
         Ok(Secret(trimmed.to_vec()))
     }
@@ -487,25 +599,24 @@ impl SecretRef {
 /// `$CREDENTIALS_DIRECTORY/NAME` inside the unit (LoadCredential=). Outside
 /// it (`webhookd check-config` or `sign` run by an administrator), look where
 /// systemd itself looks for `LoadCredential=NAME` without a path.
-fn read_credential(name: &str) -> Result<Vec<u8>, String> {
+fn read_credential(name: &str) -> Result<Vec<u8>, SecretError> {
+    let read = |path: PathBuf| {
+        std::fs::read(&path).map_err(|source| SecretError::Credential { path, source })
+    };
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let p = Path::new(&dir).join(name);
-        return std::fs::read(&p)
-            .map_err(|e| format!("cannot read credential {}: {e}", p.display()));
+        return read(Path::new(&dir).join(name));
     }
     const STORES: [&str; 3] = ["/etc/credstore", "/run/credstore", "/usr/lib/credstore"];
     for dir in STORES {
         let p = Path::new(dir).join(name);
         if p.exists() {
-            return std::fs::read(&p)
-                .map_err(|e| format!("cannot read credential {}: {e}", p.display()));
+            return read(p);
         }
     }
-    Err(format!(
-        "credential {name}: CREDENTIALS_DIRECTORY is not set and {name} is not in {} \
-         (add LoadCredential={name}:/path to the unit, or create /etc/credstore/{name})",
-        STORES.join(", ")
-    ))
+    Err(SecretError::NoCredential {
+        name: name.to_string(),
+        stores: STORES.join(", "),
+    })
 }
 
 /// Secret files usually end with the newline `echo` added; it is not part of the key.
@@ -625,34 +736,38 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// Schemes this build can verify.
-pub const SCHEMES: &[&str] = crate::verify::SCHEME_NAMES;
-
 impl Config {
-    /// Read and validate a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// Read and validate a config file; `check_hook` is asked about each
+    /// `[[hooks]]` entry (see [`Config::parse_with`]).
+    pub fn load_with(path: &Path, check_hook: &HookCheck<'_>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(path, &text)
+        Config::parse_with(path, &text, check_hook)
     }
 
     /// Parse and validate config text; `path` is only used in messages.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    /// `check_hook` runs on each hook after its id is checked: the checks
+    /// that need the layers above (its scheme's options, its rules). Its
+    /// error key is relative to the hook (`scheme`, `allow_ips[0]`).
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        check_hook: &HookCheck<'_>,
+    ) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: describe_toml_error(text, &e),
         })?;
-        cfg.validate(path)?;
+        cfg.validate(path, check_hook)?;
         Ok(cfg)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    fn validate(&self, path: &Path, check_hook: &HookCheck<'_>) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
-            key,
-            message,
+            source: Invalid::new(key, message),
         };
         if !self.store.url.starts_with("sqlite:")
             && !self.store.url.starts_with("postgres://")
@@ -682,8 +797,8 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        crate::server::parse_listen(&self.server.listen)
-            .map_err(|m| invalid("server.listen".into(), m))?;
+        parse_listen(&self.server.listen)
+            .map_err(|e| invalid("server.listen".into(), e.to_string()))?;
         if self.server.max_header_bytes < 8192 {
             return Err(invalid(
                 "server.max_header_bytes".into(),
@@ -696,10 +811,13 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        crate::rules::Proxies::parse(&self.server.trusted_proxies)
-            .map_err(|e| invalid(e.key, e.message))?;
+        for (i, s) in self.server.trusted_proxies.iter().enumerate() {
+            if s != "unix" {
+                parse_net(s).map_err(|m| invalid(format!("server.trusted_proxies[{i}]"), m))?;
+            }
+        }
         if let Some(a) = &self.server.admin_listen {
-            crate::server::parse_listen(a).map_err(|m| invalid("server.admin_listen".into(), m))?;
+            parse_listen(a).map_err(|e| invalid("server.admin_listen".into(), e.to_string()))?;
         }
         let mut seen = HashSet::new();
         for (i, h) in self.hooks.iter().enumerate() {
@@ -722,8 +840,7 @@ impl Config {
             if !seen.insert(h.id.as_str()) {
                 return Err(invalid(key("id"), format!("duplicate hook id {:?}", h.id)));
             }
-            crate::verify::Scheme::from_config(h).map_err(|e| invalid(key(e.key), e.message))?;
-            crate::rules::HookRules::from_config(h).map_err(|e| invalid(key(&e.key), e.message))?;
+            check_hook(h).map_err(|e| invalid(key(&e.key), e.message))?;
             if h.secrets.is_empty() {
                 return Err(invalid(
                     key("secrets"),
@@ -779,7 +896,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
-        Config::parse(Path::new("/etc/webhookd/test.toml"), s)
+        Config::parse_with(Path::new("/etc/webhookd/test.toml"), s, &|_| Ok(()))
     }
 
     #[test]
@@ -816,19 +933,26 @@ mod tests {
             .to_string();
         assert!(e.contains("hooks[0].id"), "{e}");
 
-        let e = parse("[[hooks]]\nid = \"a\"\nscheme = \"nope\"\nsecrets = [\"env:X\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("hooks[0].scheme") && e.contains("unknown scheme"),
-            "{e}"
-        );
-
         let e = parse("[server]\nlisten = 5\n").unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
 
         let e = parse("[serverr]\n").unwrap_err().to_string();
         assert!(e.contains("serverr"), "{e}");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("127.0.0.1:9000"),
+            Ok(ListenAddr::Tcp("127.0.0.1:9000".parse().unwrap()))
+        );
+        assert!(matches!(parse_listen("[::1]:9000"), Ok(ListenAddr::Tcp(_))));
+        assert_eq!(
+            parse_listen("unix:/run/w.sock"),
+            Ok(ListenAddr::Unix("/run/w.sock".into()))
+        );
+        assert!(parse_listen("unix:rel").is_err());
+        assert!(parse_listen("localhost").is_err());
     }
 
     #[test]
@@ -851,7 +975,7 @@ mod tests {
         assert_eq!(s.0, b"abc");
         assert_eq!(format!("{s:?}"), "Secret(<3 bytes>)");
         std::fs::remove_dir_all(&dir).unwrap();
-        let e = SecretRef::File(p).resolve().unwrap_err();
+        let e = SecretRef::File(p).resolve().unwrap_err().to_string();
         assert!(e.contains("cannot read secret file"));
     }
 }

@@ -5,6 +5,7 @@
 //! and tested without a running daemon.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod deliver;

@@ -31,16 +31,7 @@ impl RuleError {
     }
 }
 
-/// Parse `10.0.0.0/8`, `2001:db8::/32`, or a single address (a /32 or /128).
-pub fn parse_net(s: &str) -> Result<IpNet, String> {
-    let t = s.trim();
-    if let Ok(n) = IpNet::from_str(t) {
-        return Ok(n.trunc());
-    }
-    IpAddr::from_str(t).map(IpNet::from).map_err(|_| {
-        format!("expected an IP address or CIDR such as \"192.0.2.0/24\" or \"2001:db8::/32\", got {s:?}")
-    })
-}
+pub use crate::config::parse_net;
 
 /// The peers whose forwarding headers are believed.
 #[derive(Debug, Clone, Default)]

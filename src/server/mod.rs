@@ -9,14 +9,13 @@ pub mod body;
 pub mod http;
 pub mod routes;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::{App, Live};
-use crate::config::Config;
+use crate::config::{parse_listen, Config, Invalid, ListenAddr, ListenError};
 use crate::metrics::Metrics;
 use crate::signals::{Event, SignalStream};
 use crate::store::writer::{StoreStatus, Writer, WriterOptions};
@@ -51,26 +50,6 @@ pub struct Bound {
     pub role: Role,
 }
 
-/// A configured listen address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-/// Parse `host:port`, `[v6]:port` or `unix:/path`.
-pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
-    if let Some(p) = s.strip_prefix("unix:") {
-        if !p.starts_with('/') {
-            return Err(format!("expected \"unix:/absolute/path\", got {s:?}"));
-        }
-        return Ok(ListenAddr::Unix(PathBuf::from(p)));
-    }
-    s.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
-        format!("expected \"IP:PORT\" (e.g. \"127.0.0.1:9000\", \"[::1]:9000\") or \"unix:/path\", got {s:?}")
-    })
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: address already in use. Another process holds it (an old webhookd, or webhook.socket). Under systemd, do not bind here: `systemctl start webhook.socket` and let systemd pass the socket")]
@@ -86,8 +65,10 @@ pub enum ServeError {
     Signals(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
 }
 
 /// Decide roles for inherited sockets: `admin` is admin; every other name
@@ -113,7 +94,7 @@ pub fn assign_roles(inherited: Vec<Inherited>) -> Vec<Bound> {
 }
 
 fn bind_one(addr: &str) -> Result<Socket, ServeError> {
-    let parsed = parse_listen(addr).map_err(ServeError::Config)?;
+    let parsed = parse_listen(addr)?;
     let map = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::AddrInUse {
             ServeError::AddrInUse { addr: addr.into() }
@@ -282,7 +263,7 @@ async fn serve(
     let drain_timeout = config.server.drain_timeout;
     let stall_limit = config.store.stall_timeout;
     let http_opts = http::Options::from(&config.server);
-    let live = Live::build(config, &metrics, false).map_err(ServeError::Config)?;
+    let live = Live::build(config, &metrics, false)?;
     let app = Arc::new(App::new(
         live,
         config_path,
@@ -487,24 +468,4 @@ fn spawn_store_monitor(app: Arc<App>, stop: Arc<AtomicBool>) -> std::thread::Joi
             }
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(
-            parse_listen("127.0.0.1:9000"),
-            Ok(ListenAddr::Tcp("127.0.0.1:9000".parse().unwrap()))
-        );
-        assert!(matches!(parse_listen("[::1]:9000"), Ok(ListenAddr::Tcp(_))));
-        assert_eq!(
-            parse_listen("unix:/run/w.sock"),
-            Ok(ListenAddr::Unix("/run/w.sock".into()))
-        );
-        assert!(parse_listen("unix:rel").is_err());
-        assert!(parse_listen("localhost").is_err());
-    }
 }
