@@ -9,13 +9,9 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::json;
 
-use std::time::Duration;
-
-use crate::config::{
-    ActionConfig, BreakerConfig, Config, ConfigError, Invalid, RetryConfig, Secret,
-};
-use crate::deliver::exec::ExecAction;
-use crate::deliver::DeliveryState;
+use crate::config::DeliveryConfig;
+use crate::config::{Config, ConfigError, Invalid, Secret};
+use crate::deliver::{build_action, DeliveryState, Route};
 use crate::metrics::{HookCounters, Metrics};
 use crate::store::writer::Writer;
 use crate::store::Store;
@@ -34,80 +30,8 @@ pub struct Hook {
     pub counters: HookCounters,
     /// IP allowlist and rate limit (src/rules.rs).
     pub rules: crate::rules::HookRules,
-    pub action: Option<HookAction>,
-    pub retry: RetryConfig,
-    pub breaker: BreakerConfig,
-}
-
-/// A hook's action with its secret resolved.
-#[derive(Debug, Clone)]
-pub struct HookAction {
-    pub kind: ActionKind,
-    /// Circuit-breaker key: the forward target's origin, or the program.
-    pub target: String,
-    pub concurrency: usize,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub enum ActionKind {
-    Forward {
-        url: http::Uri,
-        sign_secret: Option<Secret>,
-    },
-    Exec(ExecAction),
-}
-
-fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction, String> {
-    Ok(match a {
-        ActionConfig::Forward {
-            url,
-            timeout,
-            sign_secret,
-            concurrency,
-        } => {
-            let uri: http::Uri = url.parse().map_err(|_| format!("invalid url {url:?}"))?;
-            let target = format!(
-                "{}://{}",
-                uri.scheme_str().unwrap_or("http"),
-                uri.authority().map(|a| a.as_str()).unwrap_or("")
-            );
-            let sign_secret = match sign_secret {
-                Some(r) => Some(
-                    r.resolve()
-                        .map_err(|e| format!("action.sign_secret: {e}"))?,
-                ),
-                None => None,
-            };
-            HookAction {
-                kind: ActionKind::Forward {
-                    url: uri,
-                    sign_secret,
-                },
-                target,
-                concurrency: *concurrency,
-                timeout: *timeout,
-            }
-        }
-        ActionConfig::Exec {
-            command,
-            shell,
-            workdir,
-            timeout,
-            concurrency,
-        } => HookAction {
-            target: format!("exec:{}", if *shell { "/bin/sh" } else { &command[0] }),
-            kind: ActionKind::Exec(ExecAction {
-                command: command.clone(),
-                shell: *shell,
-                workdir: workdir.clone(),
-                timeout: *timeout,
-                output_limit,
-            }),
-            concurrency: *concurrency,
-            timeout: *timeout,
-        },
-    })
+    /// What the dispatcher does with this hook's events (None: store only).
+    pub route: Option<Arc<Route>>,
 }
 
 /// A configuration with its secrets resolved; replaced whole on reload so a
@@ -184,9 +108,14 @@ impl Live {
                     body_limit: h.body_limit.unwrap_or(config.server.body_limit),
                     counters: metrics.hook_counters(&h.id),
                     rules,
-                    action,
-                    retry: h.retry.clone(),
-                    breaker: h.breaker.clone(),
+                    route: action.map(|action| {
+                        Arc::new(Route {
+                            hook_id: h.id.clone(),
+                            action,
+                            retry: h.retry.clone(),
+                            breaker: h.breaker.clone(),
+                        })
+                    }),
                 }),
             );
         }
@@ -411,7 +340,7 @@ impl App {
                     "secrets": h.secrets.len(),
                     "ready": h.problem.is_none(),
                     "problem": h.problem,
-                    "action": h.action.as_ref().map(|a| a.target.clone()),
+                    "action": h.route.as_ref().map(|r| r.action.target.clone()),
                     "accepted": h.counters.accepted.get(),
                     "duplicates": h.counters.duplicate.get(),
                 })
@@ -472,5 +401,32 @@ impl App {
             },
             "tunnel_url": self.tunnel_url.lock().ok().and_then(|g| g.clone()),
         })
+    }
+}
+
+/// The dispatcher's view of the daemon: the store, the shared delivery
+/// state, and the hooks that have an action, as configured right now.
+impl crate::deliver::Context for App {
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+    fn delivery(&self) -> &DeliveryState {
+        &self.delivery
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    fn routes(&self) -> Vec<Arc<Route>> {
+        let live = self.live();
+        let mut routes: Vec<Arc<Route>> = live
+            .hooks
+            .values()
+            .filter_map(|h| h.route.clone())
+            .collect();
+        routes.sort_by(|a, b| a.hook_id.cmp(&b.hook_id));
+        routes
+    }
+    fn settings(&self) -> DeliveryConfig {
+        self.live().config.delivery.clone()
     }
 }

@@ -606,7 +606,11 @@ fn serve(config: Option<PathBuf>) -> Result<(), CliError> {
         );
         crate::server::assign_roles(inherited)
     };
-    crate::server::run(path, cfg, sockets)?;
+    let opts = crate::server::RunOptions {
+        // The watchdog test wedges the writer through this variable.
+        wedge_file: std::env::var_os("WEBHOOKD_TEST_WEDGE_FILE").map(PathBuf::from),
+    };
+    crate::server::run(path, cfg, sockets, opts)?;
     Ok(())
 }
 

@@ -15,9 +15,106 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::sync::Notify;
 
-use crate::store::Counts;
+use crate::config::{ActionConfig, BreakerConfig, DeliveryConfig, RetryConfig, Secret};
+use crate::metrics::Metrics;
+use crate::store::{Counts, Store};
+use exec::ExecAction;
+
+/// A hook with an action, as the dispatcher sees it.
+#[derive(Debug)]
+pub struct Route {
+    pub hook_id: String,
+    pub action: HookAction,
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
+}
+
+/// What the dispatcher needs from the daemon (implemented by `app::App`),
+/// so this layer does not depend on the one above it.
+pub trait Context: Send + Sync + 'static {
+    fn store(&self) -> &Arc<dyn Store>;
+    fn delivery(&self) -> &DeliveryState;
+    fn metrics(&self) -> &Metrics;
+    /// Hooks that have an action, sorted by id, as configured now.
+    fn routes(&self) -> Vec<Arc<Route>>;
+    /// `[delivery]` as configured now.
+    fn settings(&self) -> DeliveryConfig;
+}
+
+/// A hook's action with its secret resolved.
+#[derive(Debug, Clone)]
+pub struct HookAction {
+    pub kind: ActionKind,
+    /// Circuit-breaker key: the forward target's origin, or the program.
+    pub target: String,
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    Forward {
+        url: http::Uri,
+        sign_secret: Option<Secret>,
+    },
+    Exec(ExecAction),
+}
+
+pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction, String> {
+    Ok(match a {
+        ActionConfig::Forward {
+            url,
+            timeout,
+            sign_secret,
+            concurrency,
+        } => {
+            let uri: http::Uri = url.parse().map_err(|_| format!("invalid url {url:?}"))?;
+            let target = format!(
+                "{}://{}",
+                uri.scheme_str().unwrap_or("http"),
+                uri.authority().map(|a| a.as_str()).unwrap_or("")
+            );
+            let sign_secret = match sign_secret {
+                Some(r) => Some(
+                    r.resolve()
+                        .map_err(|e| format!("action.sign_secret: {e}"))?,
+                ),
+                None => None,
+            };
+            HookAction {
+                kind: ActionKind::Forward {
+                    url: uri,
+                    sign_secret,
+                },
+                target,
+                concurrency: *concurrency,
+                timeout: *timeout,
+            }
+        }
+        ActionConfig::Exec {
+            command,
+            shell,
+            workdir,
+            timeout,
+            concurrency,
+        } => HookAction {
+            target: format!("exec:{}", if *shell { "/bin/sh" } else { &command[0] }),
+            kind: ActionKind::Exec(ExecAction {
+                command: command.clone(),
+                shell: *shell,
+                workdir: workdir.clone(),
+                timeout: *timeout,
+                output_limit,
+            }),
+            concurrency: *concurrency,
+            timeout: *timeout,
+        },
+    })
+}
 
 /// The result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{backoff, exec, Attempt};
-use crate::app::{ActionKind, App, Hook};
+use super::{backoff, exec, ActionKind, Attempt, Context, Route};
 use crate::store::{Claimed, Disposition};
 
 /// Most events claimed in one statement.
@@ -29,9 +28,9 @@ pub fn worker_id() -> String {
 /// Run until `stop` carries a deadline; then stop claiming, let running
 /// deliveries finish until the deadline, abort the rest and give their
 /// events back to the queue.
-pub async fn run(app: Arc<App>, mut stop: watch::Receiver<Option<Instant>>) {
+pub async fn run<C: Context>(app: Arc<C>, mut stop: watch::Receiver<Option<Instant>>) {
     let worker = worker_id();
-    let finisher = std::sync::Arc::new(super::Finisher::start(app.store.clone(), worker.clone()));
+    let finisher = std::sync::Arc::new(super::Finisher::start(app.store().clone(), worker.clone()));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut failing_since: Option<Instant> = None;
     loop {
@@ -56,9 +55,9 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<Option<Instant>>) {
             tokio::task::yield_now().await;
             continue;
         }
-        let poll = app.live().config.delivery.poll_interval;
+        let poll = app.settings().poll_interval;
         tokio::select! {
-            _ = app.delivery.wake.notified() => {}
+            _ = app.delivery().wake.notified() => {}
             _ = tokio::time::sleep(poll) => {}
             _ = stop.changed() => {}
         }
@@ -81,7 +80,7 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<Option<Instant>>) {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    let store = app.store.clone();
+    let store = app.store().clone();
     let w = worker.clone();
     match tokio::task::spawn_blocking(move || store.release(&w, SystemTime::now())).await {
         Ok(Ok(n)) if n > 0 => log::info!("delivery: released {n} unfinished event(s) to the queue"),
@@ -94,20 +93,17 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<Option<Instant>>) {
 
 /// One pass over the hooks. Returns true if some hook may have more due
 /// events right now.
-async fn dispatch(
-    app: &Arc<App>,
+async fn dispatch<C: Context>(
+    app: &Arc<C>,
     worker: &str,
     finisher: &Arc<super::Finisher>,
     tasks: &mut JoinSet<()>,
 ) -> Result<bool, crate::store::StoreError> {
-    let live = app.live();
-    let margin = live.config.delivery.lease_margin;
+    let margin = app.settings().lease_margin;
     let mut more = false;
-    let mut hooks: Vec<&Arc<Hook>> = live.hooks.values().filter(|h| h.action.is_some()).collect();
-    hooks.sort_by(|a, b| a.id.cmp(&b.id));
-    for hook in hooks {
-        let Some(action) = &hook.action else { continue };
-        let inflight = app.delivery.inflight(&hook.id);
+    for route in app.routes() {
+        let action = &route.action;
+        let inflight = app.delivery().inflight(&route.hook_id);
         let free = action.concurrency.saturating_sub(inflight);
         // Claim in batches: wait for a quarter of the slots to free up
         // (unless idle), so one claim transaction serves several events.
@@ -115,17 +111,17 @@ async fn dispatch(
             continue;
         }
         let now = Instant::now();
-        let want = app.delivery.breakers.permits(
+        let want = app.delivery().breakers.permits(
             &action.target,
-            hook.breaker.failures,
+            route.breaker.failures,
             free.min(CLAIM_MAX),
             now,
         );
         if want == 0 {
             continue;
         }
-        let store = app.store.clone();
-        let (hook_id, w) = (hook.id.clone(), worker.to_string());
+        let store = app.store().clone();
+        let (hook_id, w) = (route.hook_id.clone(), worker.to_string());
         let lease = action.timeout + margin;
         let claimed = tokio::task::spawn_blocking(move || {
             let now = SystemTime::now();
@@ -135,20 +131,32 @@ async fn dispatch(
         .map_err(|e| crate::store::StoreError::Query(e.to_string()))??;
         more |= claimed.len() == want;
         for ev in claimed {
-            app.delivery.breakers.begin(&action.target, Instant::now());
-            app.delivery.add_inflight(&hook.id, 1);
-            tasks.spawn(deliver_one(app.clone(), hook.clone(), ev, finisher.clone()));
+            app.delivery()
+                .breakers
+                .begin(&action.target, Instant::now());
+            app.delivery().add_inflight(&route.hook_id, 1);
+            tasks.spawn(deliver_one(
+                app.clone(),
+                route.clone(),
+                ev,
+                finisher.clone(),
+            ));
         }
     }
     Ok(more)
 }
 
-async fn deliver_one(app: Arc<App>, hook: Arc<Hook>, ev: Claimed, finisher: Arc<super::Finisher>) {
-    let Some(action) = &hook.action else { return };
+async fn deliver_one<C: Context>(
+    app: Arc<C>,
+    route: Arc<Route>,
+    ev: Claimed,
+    finisher: Arc<super::Finisher>,
+) {
+    let action = &route.action;
     let started = Instant::now();
     let attempt = match &action.kind {
         ActionKind::Forward { url, sign_secret } => {
-            app.delivery
+            app.delivery()
                 .forwarder
                 .send(url, &ev, action.timeout, sign_secret.as_ref())
                 .await
@@ -157,11 +165,11 @@ async fn deliver_one(app: Arc<App>, hook: Arc<Hook>, ev: Claimed, finisher: Arc<
     };
     let elapsed = started.elapsed();
     let now = SystemTime::now();
-    app.delivery.breakers.record(
+    app.delivery().breakers.record(
         &action.target,
         attempt == Attempt::Ok,
-        hook.breaker.failures,
-        hook.breaker.cooldown,
+        route.breaker.failures,
+        route.breaker.cooldown,
         Instant::now(),
     );
     let disposition = match attempt {
@@ -171,7 +179,7 @@ async fn deliver_one(app: Arc<App>, hook: Arc<Hook>, ev: Claimed, finisher: Arc<
             permanent,
             retry_after,
         } => backoff::after_failure(
-            &hook.retry,
+            &route.retry,
             ev.attempts.max(1) as u32,
             ev.received_at,
             now,
@@ -180,11 +188,11 @@ async fn deliver_one(app: Arc<App>, hook: Arc<Hook>, ev: Claimed, finisher: Arc<
             error,
         ),
     };
-    let m = &app.metrics;
+    let m = app.metrics();
     m.delivery_seconds.observe(elapsed.as_secs_f64());
     let head = format!(
         "deliver hook={} id={} delivery={} attempt={} duration_ms={:.1}",
-        hook.id,
+        route.hook_id,
         ev.id,
         ev.delivery_id,
         ev.attempts,
@@ -192,19 +200,19 @@ async fn deliver_one(app: Arc<App>, hook: Arc<Hook>, ev: Claimed, finisher: Arc<
     );
     match &disposition {
         Disposition::Done => {
-            m.delivery_result(&hook.id, "done");
+            m.delivery_result(&route.hook_id, "done");
             if let Ok(lat) = now.duration_since(ev.received_at) {
                 m.delivery_latency_seconds.observe(lat.as_secs_f64());
             }
             log::info!("{head} result=done");
         }
         Disposition::Retry { at, error } => {
-            m.delivery_result(&hook.id, "retry");
+            m.delivery_result(&route.hook_id, "retry");
             let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
             log::warn!("{head} result=retry in={wait:.1?} error={error:?}");
         }
         Disposition::Dead { error } => {
-            m.delivery_result(&hook.id, "dead");
+            m.delivery_result(&route.hook_id, "dead");
             log::error!("{head} result=dead-letter error={error:?}");
         }
     }
@@ -212,15 +220,15 @@ async fn deliver_one(app: Arc<App>, hook: Arc<Hook>, ev: Claimed, finisher: Arc<
         Ok(true) => {}
         Ok(false) => log::warn!(
             "deliver hook={} id={}: lease was lost before the result was recorded; another worker owns it now",
-            hook.id,
+            route.hook_id,
             ev.id
         ),
         Err(e) => log::warn!(
             "deliver hook={} id={}: cannot record the result ({e}); it will be delivered again when its lease expires",
-            hook.id,
+            route.hook_id,
             ev.id
         ),
     }
-    app.delivery.add_inflight(&hook.id, -1);
-    app.delivery.wake.notify_one();
+    app.delivery().add_inflight(&route.hook_id, -1);
+    app.delivery().wake.notify_one();
 }

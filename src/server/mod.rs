@@ -155,7 +155,20 @@ pub fn bind_configured(cfg: &Config) -> Result<Vec<Bound>, ServeError> {
 
 /// Run the daemon until SIGTERM/SIGINT. Builds the runtime; call only after
 /// the sockets were taken.
-pub fn run(config_path: PathBuf, config: Config, sockets: Vec<Bound>) -> Result<(), ServeError> {
+/// Switches that are not in the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Tests only: while this file exists, store writers block (see
+    /// `WriterOptions::wedge_file`). Set from the environment by the CLI.
+    pub wedge_file: Option<PathBuf>,
+}
+
+pub fn run(
+    config_path: PathBuf,
+    config: Config,
+    sockets: Vec<Bound>,
+    opts: RunOptions,
+) -> Result<(), ServeError> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -165,7 +178,7 @@ pub fn run(config_path: PathBuf, config: Config, sockets: Vec<Bound>) -> Result<
         .thread_name("webhookd-worker")
         .build()
         .map_err(ServeError::Runtime)?;
-    let result = rt.block_on(serve(config_path, config, sockets));
+    let result = rt.block_on(serve(config_path, config, sockets, opts));
     // Do not wait for stray blocking tasks (a hung store call) at exit.
     rt.shutdown_timeout(Duration::from_millis(200));
     result
@@ -216,6 +229,7 @@ async fn serve(
     config_path: PathBuf,
     config: Config,
     sockets: Vec<Bound>,
+    opts: RunOptions,
 ) -> Result<(), ServeError> {
     let mut signals = SignalStream::new().map_err(ServeError::Signals)?;
     notify::status("opening the store");
@@ -253,7 +267,7 @@ async fn serve(
             threads,
             batch_max: config.store.batch_max,
             queue_capacity: config.store.queue_capacity,
-            wedge_file: std::env::var_os("WEBHOOKD_TEST_WEDGE_FILE").map(PathBuf::from),
+            wedge_file: opts.wedge_file,
             spool,
         },
         metrics.clone(),
@@ -278,10 +292,14 @@ async fn serve(
     let deliver_task = tokio::spawn(crate::deliver::worker::run(app.clone(), deliver_stop_rx));
     let retention_task = tokio::spawn(retention_loop(app.clone()));
     let tunnel_task = tokio::spawn(tunnel_loop(app.clone()));
+    let w = writer.clone();
     let watchdog = Watchdog::start(
         tokio::runtime::Handle::current(),
-        writer.clone(),
-        stall_limit,
+        Box::new(move || {
+            let stall = w.max_stall();
+            (stall > stall_limit)
+                .then(|| format!("a store writer has been stuck in one batch for {stall:?}"))
+        }),
     );
     let monitor_stop = Arc::new(AtomicBool::new(false));
     let monitor = spawn_store_monitor(app.clone(), monitor_stop.clone());

@@ -336,7 +336,7 @@ async fn process(
         received_at: SystemTime::now(),
         headers: headers_json(&parts.headers),
         body,
-        state: if hook.action.is_some() {
+        state: if hook.route.is_some() {
             EventState::Pending
         } else {
             EventState::Stored
@@ -374,7 +374,7 @@ async fn process(
     };
     match reply {
         Ok(Outcome::Stored(id)) => {
-            if hook.action.is_some() {
+            if hook.route.is_some() {
                 app.delivery.wake.notify_one();
             }
             hook.counters.accepted.inc();
@@ -390,7 +390,7 @@ async fn process(
             })
         }
         Ok(Outcome::Spooled(id)) => {
-            if hook.action.is_some() {
+            if hook.route.is_some() {
                 app.delivery.wake.notify_one();
             }
             hook.counters.accepted.inc();

@@ -2,8 +2,8 @@
 //!
 //! A dedicated thread (not a tokio task: a stalled runtime must not be able
 //! to keep petting) checks two things each period: that the tokio runtime
-//! still schedules a task promptly, and that no store writer has been stuck
-//! inside one batch for longer than `stall_limit`. An unreachable database
+//! still schedules a task promptly, and the daemon's health probe (a store
+//! writer stuck inside one batch, for instance). An unreachable database
 //! is not a failure here: writers fail fast and stay idle, and readiness
 //! (/readyz, STATUS=) reports it instead of systemd killing us in a loop.
 
@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::store::writer::Writer;
+/// Asked each period; `Some(problem)` withholds the ping.
+pub type Probe = Box<dyn Fn() -> Option<String> + Send>;
 
 pub struct Watchdog {
     stop: Arc<AtomicBool>,
@@ -21,11 +22,7 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Start pinging if systemd asked for a watchdog (`WATCHDOG_USEC`).
-    pub fn start(
-        runtime: tokio::runtime::Handle,
-        writer: Arc<Writer>,
-        stall_limit: Duration,
-    ) -> Watchdog {
+    pub fn start(runtime: tokio::runtime::Handle, probe: Probe) -> Watchdog {
         let stop = Arc::new(AtomicBool::new(false));
         let Some(timeout) = sd_notify::watchdog_enabled() else {
             return Watchdog { stop, thread: None };
@@ -41,7 +38,7 @@ impl Watchdog {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("watchdog".into())
-            .spawn(move || run(runtime, writer, stall_limit, period, flag))
+            .spawn(move || run(runtime, probe, period, flag))
             .map_err(|e| log::error!("cannot start watchdog thread: {e}"))
             .ok();
         Watchdog { stop, thread }
@@ -64,21 +61,13 @@ fn runtime_responsive(rt: &tokio::runtime::Handle, limit: Duration) -> bool {
     rx.recv_timeout(limit).is_ok()
 }
 
-fn run(
-    rt: tokio::runtime::Handle,
-    writer: Arc<Writer>,
-    stall_limit: Duration,
-    period: Duration,
-    stop: Arc<AtomicBool>,
-) {
+fn run(rt: tokio::runtime::Handle, probe: Probe, period: Duration, stop: Arc<AtomicBool>) {
     let mut healthy = true;
     while !stop.load(Ordering::Acquire) {
         let problem = if !runtime_responsive(&rt, period) {
             Some("the async runtime did not run a task in time".to_string())
         } else {
-            let stall = writer.max_stall();
-            (stall > stall_limit)
-                .then(|| format!("a store writer has been stuck in one batch for {stall:?}"))
+            probe()
         };
         match problem {
             None => {
