@@ -1,16 +1,15 @@
 //! The daemon's shared state: the live configuration (swapped atomically on
-//! reload), the store and its writer, metrics, and what /status reports.
+//! reload), the store and its writer, metrics and delivery state. What it
+//! looks like from outside (/status, /readyz, STATUS=) is `server::admin`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
-use serde_json::json;
-
 use crate::config::DeliveryConfig;
-use crate::config::{Config, ConfigError, Invalid, Secret};
+use crate::config::{Config, Invalid, Secret};
 use crate::deliver::{build_action, DeliveryState, Route};
 use crate::metrics::{HookCounters, Metrics};
 use crate::store::writer::Writer;
@@ -130,15 +129,6 @@ impl Live {
     }
 }
 
-/// Why a reload was refused; the running configuration stays.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Hooks(#[from] Invalid),
-}
-
 pub struct App {
     live: RwLock<Arc<Live>>,
     pub config_path: PathBuf,
@@ -201,206 +191,25 @@ impl App {
         }
     }
 
-    /// Re-read the config file. On any error the running config stays.
-    pub fn reload(&self) -> Result<Vec<String>, ReloadError> {
-        let result = self.try_reload();
-        if let Ok(mut g) = self.last_reload.lock() {
-            *g = Some((
-                SystemTime::now(),
-                result.as_ref().err().map(ToString::to_string),
-            ));
-        }
-        self.metrics
-            .reload(if result.is_ok() { "ok" } else { "refused" });
-        result
-    }
-
-    fn try_reload(&self) -> Result<Vec<String>, ReloadError> {
-        let config = Config::load(&self.config_path)?;
-        let new = Live::build(config, &self.metrics, true)?;
-        let old = self.live();
-        let mut notes = Vec::new();
-        let (o, n) = (&old.config, &new.config);
-        if o.store.url != n.store.url
-            || o.store.writers != n.store.writers
-            || o.store.queue_capacity != n.store.queue_capacity
-            || o.store.pool_size != n.store.pool_size
-        {
-            notes.push("[store] changes take effect after a restart".to_string());
-        }
-        if o.server.listen != n.server.listen || o.server.admin_listen != n.server.admin_listen {
-            notes.push("listen address changes take effect after a restart".to_string());
-        }
-        if o.log.target != n.log.target {
-            notes.push("log.target changes take effect after a restart".to_string());
-        }
-        crate::systemd::journal::set_level(n.log.level);
+    /// Swap in a new configuration: requests that start after this see
+    /// only the new hooks and secrets.
+    pub fn replace_live(&self, new: Live) {
         match self.live.write() {
             Ok(mut g) => *g = Arc::new(new),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
         }
-        Ok(notes)
     }
 
-    /// Reasons we should not receive traffic; empty when ready.
-    pub fn readiness_problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.draining.load(Ordering::Acquire) {
-            p.push("draining: shutting down".to_string());
-        }
-        let st = &self.writer.status;
-        // With a spool we still accept deliveries during an outage.
-        if !st.available() && self.writer.spool.is_none() {
-            p.push(format!(
-                "store unreachable: {}",
-                st.last_error().unwrap_or_else(|| "unknown error".into())
-            ));
-        }
-        let live = self.live();
-        let mut ids: Vec<_> = live.hooks.keys().collect();
-        ids.sort();
-        for id in ids {
-            if let Some(problem) = live.hooks.get(id).and_then(|h| h.problem.as_ref()) {
-                p.push(format!("hook {id}: {problem}"));
-            }
-        }
-        p
-    }
-
-    /// Events waiting in the spool (0 without one).
-    pub fn spooled(&self) -> usize {
-        self.writer.spool.as_ref().map(|s| s.len()).unwrap_or(0)
-    }
-
-    pub fn store_state(&self) -> String {
-        let spooled = self.spooled();
-        match (self.writer.status.available(), spooled) {
-            (true, 0) => "ok".into(),
-            (false, 0) => "unavailable".into(),
-            (_, n) => format!("spooling ({n} events)"),
+    /// Remember how the last reload ended (None: it worked), for /status.
+    pub fn record_reload(&self, error: Option<String>) {
+        if let Ok(mut g) = self.last_reload.lock() {
+            *g = Some((SystemTime::now(), error));
         }
     }
 
-    /// Copy live values into gauges before /metrics is rendered.
-    pub fn refresh_gauges(&self) {
-        use crate::metrics::Metrics as M;
-        let m = &self.metrics;
-        m.queue_depth
-            .set(self.writer.status.queue_depth.load(Ordering::Relaxed) as i64);
-        m.store_up.set(i64::from(self.writer.status.available()));
-        let c = self.delivery.counts();
-        M::set_labeled(&m.events, "state", "pending", c.pending);
-        M::set_labeled(&m.events, "state", "delivering", c.delivering);
-        M::set_labeled(&m.events, "state", "dead", c.dead);
-        m.deliveries_in_flight
-            .set(self.delivery.inflight_total.load(Ordering::Relaxed) as i64);
-        for (target, state) in self.delivery.breakers.snapshot(Instant::now()) {
-            let v = match state {
-                crate::deliver::breaker::State::Closed => 0,
-                crate::deliver::breaker::State::HalfOpen => 1,
-                crate::deliver::breaker::State::Open => 2,
-            };
-            M::set_labeled(&m.breaker_state, "target", &target, v);
-        }
-    }
-
-    /// The STATUS= line systemd shows in `systemctl status`.
-    pub fn status_line(&self) -> String {
-        let m = &self.metrics;
-        let draining = if self.draining.load(Ordering::Acquire) {
-            "draining; "
-        } else {
-            ""
-        };
-        let c = self.delivery.counts();
-        format!(
-            "{draining}accepted {}, duplicates {}, rejected {}; store {} {}; queue {} pending, {} delivering, {} dead",
-            m.accepted_total.get(),
-            m.duplicate_total.get(),
-            m.rejected_total.get(),
-            self.store.kind(),
-            self.store_state(),
-            c.pending,
-            c.delivering,
-            c.dead,
-        )
-    }
-
-    /// The /status document. Never contains a secret: hooks list only ids,
-    /// schemes and problems (which name where a secret was looked for).
-    pub fn status_json(&self) -> serde_json::Value {
-        let live = self.live();
-        let mut hooks: Vec<_> = live
-            .hooks
-            .values()
-            .map(|h| {
-                json!({
-                    "id": h.id,
-                    "scheme": h.scheme.name(),
-                    "secrets": h.secrets.len(),
-                    "ready": h.problem.is_none(),
-                    "problem": h.problem,
-                    "action": h.route.as_ref().map(|r| r.action.target.clone()),
-                    "accepted": h.counters.accepted.get(),
-                    "duplicates": h.counters.duplicate.get(),
-                })
-            })
-            .collect();
-        hooks.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-        let m = &self.metrics;
-        let last_reload = self.last_reload.lock().ok().and_then(|g| {
-            g.as_ref().map(|(t, r)| {
-                json!({
-                    "at": humantime::format_rfc3339_seconds(*t).to_string(),
-                    "ok": r.is_none(),
-                    "error": r,
-                })
-            })
-        });
-        let problems = self.readiness_problems();
-        json!({
-            "version": crate::VERSION,
-            "pid": std::process::id(),
-            "started_at": humantime::format_rfc3339_seconds(self.started_at).to_string(),
-            "uptime_seconds": self.started.elapsed().as_secs(),
-            "ready": problems.is_empty(),
-            "problems": problems,
-            "draining": self.draining.load(Ordering::Acquire),
-            "config": {
-                "path": self.config_path.display().to_string(),
-                "loaded_at": humantime::format_rfc3339_seconds(live.loaded_at).to_string(),
-                "last_reload": last_reload,
-            },
-            "counters": {
-                "accepted": m.accepted_total.get(),
-                "duplicates": m.duplicate_total.get(),
-                "rejected": m.rejected_total.get(),
-                "ignored": m.ignored_total.get(),
-                "store_commits": m.store_commits.get(),
-            },
-            "store": {
-                "kind": self.store.kind(),
-                "state": self.store_state(),
-                "queue_depth": self.writer.status.queue_depth.load(Ordering::Relaxed),
-                "spooled": self.spooled(),
-                "last_error": self.writer.status.last_error(),
-            },
-            "hooks": hooks,
-            "delivery": {
-                "in_flight": self.delivery.inflight_total.load(Ordering::Relaxed),
-                "pending": self.delivery.counts().pending,
-                "delivering": self.delivery.counts().delivering,
-                "dead_letters": self.delivery.counts().dead,
-                "breakers": self
-                    .delivery
-                    .breakers
-                    .snapshot(Instant::now())
-                    .into_iter()
-                    .map(|(t, s)| json!({"target": t, "state": s.as_str()}))
-                    .collect::<Vec<_>>(),
-            },
-            "tunnel_url": self.tunnel_url.lock().ok().and_then(|g| g.clone()),
-        })
+    /// When the last reload ran and why it was refused, if it was.
+    pub fn last_reload(&self) -> Option<(SystemTime, Option<String>)> {
+        self.last_reload.lock().ok().and_then(|g| g.clone())
     }
 }
 

@@ -108,7 +108,9 @@ pub enum CliError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Serve(#[from] crate::server::ServeError),
+    Serve(#[from] crate::daemon::ServeError),
+    #[error(transparent)]
+    Bind(#[from] crate::server::listen::BindError),
     #[error(transparent)]
     Activation(#[from] crate::systemd::activation::ActivationError),
     #[error("{0}")]
@@ -119,14 +121,16 @@ pub enum CliError {
 
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
-        use crate::server::ServeError as S;
+        use crate::daemon::ServeError as S;
+        use crate::server::listen::BindError as B;
         ExitCode::from(match self {
             CliError::Usage(_) => 64,
             CliError::Config(_) | CliError::Secrets(_) | CliError::Invalid(_) => 78,
             CliError::Store(StoreError::BadUrl(_)) => 78,
             CliError::Store(_) => 69,
-            CliError::Serve(S::AddrInUse { .. } | S::Bind { .. }) => 71,
-            CliError::Serve(S::Listen(_) | S::Invalid(_)) => 78,
+            CliError::Bind(B::Listen(_)) => 78,
+            CliError::Bind(_) => 71,
+            CliError::Serve(S::Invalid(_)) => 78,
             CliError::Serve(S::Store(StoreError::BadUrl(_))) => 78,
             CliError::Serve(S::Store(_)) => 69,
             CliError::Serve(_) => 70,
@@ -593,7 +597,7 @@ fn serve(config: Option<PathBuf>) -> Result<(), CliError> {
     };
     crate::systemd::journal::init(&cfg.log);
     let sockets = if inherited.is_empty() {
-        crate::server::bind_configured(&cfg)?
+        crate::server::listen::bind_configured(&cfg)?
     } else {
         log::info!(
             "using {} socket(s) passed by systemd: {}",
@@ -604,13 +608,13 @@ fn serve(config: Option<PathBuf>) -> Result<(), CliError> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        crate::server::assign_roles(inherited)
+        crate::server::listen::assign_roles(inherited)
     };
-    let opts = crate::server::RunOptions {
+    let opts = crate::daemon::RunOptions {
         // The watchdog test wedges the writer through this variable.
         wedge_file: std::env::var_os("WEBHOOKD_TEST_WEDGE_FILE").map(PathBuf::from),
     };
-    crate::server::run(path, cfg, sockets, opts)?;
+    crate::daemon::run(path, cfg, sockets, opts)?;
     Ok(())
 }
 

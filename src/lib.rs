@@ -8,6 +8,7 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod deliver;
 pub mod id;
 pub mod metrics;

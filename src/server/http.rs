@@ -14,7 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{routes, Bound, Role};
+use super::listen::{Bound, Role};
+use super::routes;
 use crate::app::App;
 use crate::config::ServerConfig;
 use crate::systemd::activation::Socket;

@@ -1,6 +1,6 @@
 //! Request routing and the hook handler.
 //!
-//! The contract (DESIGN.md): 2xx only once the event is durable; 202 new,
+//! The contract: 2xx only once the event is durable; 202 new,
 //! 200 duplicate, 401 bad signature, 404 unknown hook, 405 wrong method,
 //! 413 too large, 503 + Retry-After when overloaded or the store is down,
 //! always quickly. Error bodies are `{"error": "..."}` and never contain a
@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::body::{read_body, BodyError};
-use super::Role;
+use super::listen::Role;
 use crate::app::{App, Hook};
 use crate::rules::{self, Refusal};
 use crate::store::writer::SubmitError;
@@ -76,7 +76,7 @@ pub async fn handle(
             if req.method() != Method::GET && req.method() != Method::HEAD {
                 return method_not_allowed("GET, HEAD");
             }
-            return admin_route(app, &path);
+            return super::admin::route(app, &path);
         }
     }
     app.metrics.reject("not_found");
@@ -84,38 +84,6 @@ pub async fn handle(
         StatusCode::NOT_FOUND,
         "no such endpoint; hooks are POST /hooks/{id}",
     )
-}
-
-fn admin_route(app: &App, path: &str) -> Response<Body> {
-    match path {
-        "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        "/readyz" => {
-            let problems = app.readiness_problems();
-            if problems.is_empty() {
-                json_response(
-                    StatusCode::OK,
-                    &json!({"ready": true, "store": app.store_state()}),
-                )
-            } else {
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"ready": false, "problems": problems}),
-                )
-            }
-        }
-        "/status" => json_response(StatusCode::OK, &app.status_json()),
-        _ => {
-            app.refresh_gauges();
-            let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            r
-        }
-    }
 }
 
 /// What the hook handler decided, for the response and the log line.
@@ -452,7 +420,7 @@ fn peer_str(peer: Option<SocketAddr>) -> String {
     peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into())
 }
 
-fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     let mut bytes = serde_json::to_vec(v).unwrap_or_default();
     bytes.push(b'\n');
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
