@@ -23,6 +23,7 @@ use crate::app::{App, Hook};
 use crate::rules::{self, Refusal};
 use crate::store::writer::SubmitError;
 use crate::store::{EventState, NewEvent, Outcome, StoreError};
+use crate::verify::Verified;
 
 pub type Body = Full<Bytes>;
 
@@ -199,103 +200,27 @@ async fn hook(
     resp
 }
 
+/// A hook request after the hook was found: admit, read and verify, store.
 async fn process(
     app: &App,
     hook: &Hook,
     peer: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Answer {
-    // Allowlist and rate limit, before the body is read or anything verified.
-    let client = rules::client_ip(peer, req.headers(), &app.live().proxies);
-    match hook.rules.check(client, Instant::now()) {
-        Ok(()) => {}
-        Err(Refusal::Forbidden(ip)) => {
-            let mut a = Answer::fail(
-                StatusCode::FORBIDDEN,
-                "client address is not allowed for this hook",
-            );
-            let shown = ip
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "unknown".into());
-            a.detail = format!("client={shown} {}", a.detail);
-            return a;
-        }
-        Err(Refusal::RateLimited(secs)) => {
-            return Answer::fail(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded").retry(secs)
-        }
-    }
-    if let Some(p) = &hook.problem {
-        log::debug!("hook {}: {p}", hook.id);
-        return Answer::fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "hook is not usable: no secret is configured (see the server log)",
-        )
-        .retry(60);
+    if let Err(refused) = admit(app, hook, peer, req.headers()) {
+        return refused;
     }
     let (parts, body) = req.into_parts();
-    let content_length = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let body = match read_body(body, content_length, hook.body_limit).await {
-        Ok(b) => b,
-        Err(e @ BodyError::TooLarge(_)) => {
-            return Answer::fail(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
-        }
-        Err(e) => return Answer::fail(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    let verified = match hook
-        .scheme
-        .verify(&parts.headers, &body, &hook.secrets, SystemTime::now())
-    {
+    let (body, verified) = match read_and_verify(hook, &parts.headers, body).await {
         Ok(v) => v,
-        Err(e) => return Answer::fail(StatusCode::UNAUTHORIZED, e.to_string()),
+        Err(refused) => return refused,
     };
     let event = verified.event.clone().unwrap_or_else(|| "unknown".into());
-    // Slack checks a new Events API URL with a signed url_verification
-    // request and expects its challenge back; it is not an event to store.
-    if hook.scheme.name() == "slack" && event == "url_verification" {
-        if let Some(challenge) = crate::verify::json_field(&body, "challenge") {
-            return Answer {
-                status: StatusCode::OK,
-                body: json!({ "challenge": challenge }),
-                retry_after: None,
-                delivery: None,
-                event: Some(event),
-                detail: format!("key={} slack-url-verification", verified.key_index),
-            };
-        }
-    }
-    let Some(delivery) = verified.delivery_id.clone() else {
-        let mut a = Answer::fail(
-            StatusCode::BAD_REQUEST,
-            format!("missing {}", hook.scheme.delivery_header()),
-        );
-        a.event = Some(event);
-        return a;
-    };
-    if delivery.len() > 200 || delivery.chars().any(|c| c.is_control()) {
-        return Answer::fail(
-            StatusCode::BAD_REQUEST,
-            "delivery id is longer than 200 bytes or has control characters",
-        );
-    }
     let key = format!("key={}", verified.key_index);
-    if let Some(allowed) = &hook.events {
-        if !allowed.contains(&event) {
-            hook.counters.ignored.inc();
-            app.metrics.ignored_total.inc();
-            return Answer {
-                status: StatusCode::OK,
-                body: json!({"status": "ignored", "reason": "event type not configured for this hook"}),
-                retry_after: None,
-                delivery: Some(delivery),
-                event: Some(event),
-                detail: format!("{key} ignored=event-filter"),
-            };
-        }
-    }
+    let delivery = match accept(app, hook, &verified, &body, &event, &key) {
+        Ok(d) => d,
+        Err(answer) => return answer,
+    };
     let new = NewEvent {
         id: crate::id::new_event_id(),
         hook_id: hook.id.clone(),
@@ -310,20 +235,143 @@ async fn process(
             EventState::Stored
         },
     };
-    let with = |mut a: Answer| {
-        a.delivery = Some(delivery.clone());
-        a.event = Some(event.clone());
-        a
+    let mut a = store(app, hook, new, &key).await;
+    a.delivery = Some(delivery);
+    a.event = Some(event);
+    a
+}
+
+/// Allowlist and rate limit, before the body is read or anything verified;
+/// then whether the hook can verify at all.
+fn admit(
+    app: &App,
+    hook: &Hook,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<(), Answer> {
+    let client = rules::client_ip(peer, headers, &app.live().proxies);
+    match hook.rules.check(client, Instant::now()) {
+        Ok(()) => {}
+        Err(Refusal::Forbidden(ip)) => {
+            let mut a = Answer::fail(
+                StatusCode::FORBIDDEN,
+                "client address is not allowed for this hook",
+            );
+            let shown = ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            a.detail = format!("client={shown} {}", a.detail);
+            return Err(a);
+        }
+        Err(Refusal::RateLimited(secs)) => {
+            return Err(
+                Answer::fail(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded").retry(secs),
+            )
+        }
+    }
+    if let Some(p) = &hook.problem {
+        log::debug!("hook {}: {p}", hook.id);
+        return Err(Answer::fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hook is not usable: no secret is configured (see the server log)",
+        )
+        .retry(60));
+    }
+    Ok(())
+}
+
+/// Read the body within the hook's limit and check its signature.
+async fn read_and_verify(
+    hook: &Hook,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<(Bytes, Verified), Answer> {
+    let content_length = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match read_body(body, content_length, hook.body_limit).await {
+        Ok(b) => b,
+        Err(e @ BodyError::TooLarge(_)) => {
+            return Err(Answer::fail(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))
+        }
+        Err(e) => return Err(Answer::fail(StatusCode::BAD_REQUEST, e.to_string())),
     };
+    match hook
+        .scheme
+        .verify(headers, &body, &hook.secrets, SystemTime::now())
+    {
+        Ok(v) => Ok((body, v)),
+        Err(e) => Err(Answer::fail(StatusCode::UNAUTHORIZED, e.to_string())),
+    }
+}
+
+/// Decide whether a verified request is an event to store; returns its
+/// delivery id, or the answer for one that is not (Slack's URL check, a
+/// missing or unusable delivery id, a filtered event type).
+fn accept(
+    app: &App,
+    hook: &Hook,
+    verified: &Verified,
+    body: &[u8],
+    event: &str,
+    key: &str,
+) -> Result<String, Answer> {
+    // Slack checks a new Events API URL with a signed url_verification
+    // request and expects its challenge back; it is not an event to store.
+    if hook.scheme.name() == "slack" && event == "url_verification" {
+        if let Some(challenge) = crate::verify::json_field(body, "challenge") {
+            return Err(Answer {
+                status: StatusCode::OK,
+                body: json!({ "challenge": challenge }),
+                retry_after: None,
+                delivery: None,
+                event: Some(event.to_string()),
+                detail: format!("{key} slack-url-verification"),
+            });
+        }
+    }
+    let Some(delivery) = verified.delivery_id.clone() else {
+        let mut a = Answer::fail(
+            StatusCode::BAD_REQUEST,
+            format!("missing {}", hook.scheme.delivery_header()),
+        );
+        a.event = Some(event.to_string());
+        return Err(a);
+    };
+    if delivery.len() > 200 || delivery.chars().any(|c| c.is_control()) {
+        return Err(Answer::fail(
+            StatusCode::BAD_REQUEST,
+            "delivery id is longer than 200 bytes or has control characters",
+        ));
+    }
+    if let Some(allowed) = &hook.events {
+        if !allowed.contains(event) {
+            hook.counters.ignored.inc();
+            app.metrics.ignored_total.inc();
+            return Err(Answer {
+                status: StatusCode::OK,
+                body: json!({"status": "ignored", "reason": "event type not configured for this hook"}),
+                retry_after: None,
+                delivery: Some(delivery),
+                event: Some(event.to_string()),
+                detail: format!("{key} ignored=event-filter"),
+            });
+        }
+    }
+    Ok(delivery)
+}
+
+/// Hand the event to the writer and wait (bounded) until it is durable.
+async fn store(app: &App, hook: &Hook, new: NewEvent, key: &str) -> Answer {
     let rx = match app.writer.submit(new) {
         Ok(rx) => rx,
         Err(e @ SubmitError::Full(_)) => {
-            return with(
-                Answer::fail(StatusCode::SERVICE_UNAVAILABLE, format!("overloaded: {e}")).retry(1),
-            )
+            return Answer::fail(StatusCode::SERVICE_UNAVAILABLE, format!("overloaded: {e}"))
+                .retry(1)
         }
         Err(e @ SubmitError::Closed) => {
-            return with(Answer::fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))
+            return Answer::fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5)
         }
     };
     let timeout = app.live().config.server.store_timeout;
@@ -331,60 +379,28 @@ async fn process(
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err(StoreError::Unavailable("store writer stopped".into())),
         Err(_) => {
-            return with(
-                Answer::fail(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("store did not answer within {timeout:?}"),
-                )
-                .retry(5),
+            return Answer::fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store did not answer within {timeout:?}"),
             )
+            .retry(5)
         }
     };
     match reply {
-        Ok(Outcome::Stored(id)) => {
-            if hook.route.is_some() {
-                app.delivery.wake.notify_one();
-            }
-            hook.counters.accepted.inc();
-            app.metrics.accepted_total.inc();
-            let detail = format!("{key} id={id}");
-            with(Answer {
-                status: StatusCode::ACCEPTED,
-                body: json!({"id": id, "status": "accepted"}),
-                retry_after: None,
-                delivery: None,
-                event: None,
-                detail,
-            })
-        }
-        Ok(Outcome::Spooled(id)) => {
-            if hook.route.is_some() {
-                app.delivery.wake.notify_one();
-            }
-            hook.counters.accepted.inc();
-            app.metrics.accepted_total.inc();
-            let detail = format!("{key} id={id} spooled");
-            with(Answer {
-                status: StatusCode::ACCEPTED,
-                body: json!({"id": id, "status": "accepted", "spooled": true}),
-                retry_after: None,
-                delivery: None,
-                event: None,
-                detail,
-            })
-        }
+        Ok(Outcome::Stored(id)) => accepted(app, hook, key, id, false),
+        Ok(Outcome::Spooled(id)) => accepted(app, hook, key, id, true),
         Ok(Outcome::Duplicate(id)) => {
             hook.counters.duplicate.inc();
             app.metrics.duplicate_total.inc();
             let detail = format!("{key} id={id} duplicate");
-            with(Answer {
+            Answer {
                 status: StatusCode::OK,
                 body: json!({"id": id, "status": "duplicate"}),
                 retry_after: None,
                 delivery: None,
                 event: None,
                 detail,
-            })
+            }
         }
         Err(e @ StoreError::Unavailable(_)) => {
             let mut a = Answer::fail(
@@ -393,7 +409,7 @@ async fn process(
             )
             .retry(5);
             a.detail = format!("error=\"{e}\"");
-            with(a)
+            a
         }
         Err(e) => {
             let mut a = Answer::fail(
@@ -401,8 +417,30 @@ async fn process(
                 "store error, see the server log",
             );
             a.detail = format!("error=\"{e}\"");
-            with(a)
+            a
         }
+    }
+}
+
+/// 202 for a new event, stored or (PostgreSQL unreachable) spooled.
+fn accepted(app: &App, hook: &Hook, key: &str, id: String, spooled: bool) -> Answer {
+    if hook.route.is_some() {
+        app.delivery.wake.notify_one();
+    }
+    hook.counters.accepted.inc();
+    app.metrics.accepted_total.inc();
+    let detail = format!("{key} id={id}{}", if spooled { " spooled" } else { "" });
+    let mut body = json!({"id": id, "status": "accepted"});
+    if spooled {
+        body["spooled"] = json!(true);
+    }
+    Answer {
+        status: StatusCode::ACCEPTED,
+        body,
+        retry_after: None,
+        delivery: None,
+        event: None,
+        detail,
     }
 }
 
