@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -145,68 +145,35 @@ fn usage(msg: impl Into<String>) -> CliError {
     CliError::Usage(msg.into())
 }
 
+/// Options given anywhere on the command line; each command takes the ones
+/// it uses.
+#[derive(Debug, Default)]
+struct Flags {
+    hook: Option<String>,
+    event: Option<String>,
+    delivery: Option<String>,
+    state: Option<EventState>,
+    limit: Option<usize>,
+    json: bool,
+    body: bool,
+    all: bool,
+    since: Option<SystemTime>,
+    until: Option<SystemTime>,
+}
+
+impl Flags {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(50)
+    }
+}
+
 /// Parse arguments (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, CliError> {
-    use lexopt::prelude::*;
-    let mut p = lexopt::Parser::from_args(args);
     let mut config = None;
     let mut words: Vec<String> = Vec::new();
-    let mut hook = None;
-    let mut event = None;
-    let mut delivery = None;
-    let mut state = None;
-    let mut limit = 50usize;
-    let mut json = false;
-    let mut body = false;
-    let mut all = false;
-    let mut since = None;
-    let mut until = None;
-    let bad = |e: lexopt::Error| usage(e.to_string());
-    while let Some(arg) = p.next().map_err(bad)? {
-        match arg {
-            Short('c') | Long("config") => config = Some(PathBuf::from(p.value().map_err(bad)?)),
-            Short('h') | Long("help") => {
-                return Ok(Cli {
-                    config,
-                    command: Command::Help,
-                })
-            }
-            Short('V') | Long("version") => {
-                return Ok(Cli {
-                    config,
-                    command: Command::Version,
-                })
-            }
-            Long("hook") => hook = Some(p.value().map_err(bad)?.string().map_err(bad)?),
-            Long("event") => event = Some(p.value().map_err(bad)?.string().map_err(bad)?),
-            Long("delivery") => delivery = Some(p.value().map_err(bad)?.string().map_err(bad)?),
-            Long("state") => {
-                let s = p.value().map_err(bad)?.string().map_err(bad)?;
-                state = Some(EventState::parse(&s).ok_or_else(|| {
-                    usage(format!(
-                        "--state: expected stored, pending, delivering, done or dead, got {s:?}"
-                    ))
-                })?);
-            }
-            Long("limit") => {
-                limit = p
-                    .value()
-                    .map_err(bad)?
-                    .parse()
-                    .map_err(|_| usage("--limit: expected a number"))?
-            }
-            Long("json") => json = true,
-            Long("all") => all = true,
-            Long("since") => {
-                since = Some(parse_time(&p.value().map_err(bad)?.string().map_err(bad)?)?)
-            }
-            Long("until") => {
-                until = Some(parse_time(&p.value().map_err(bad)?.string().map_err(bad)?)?)
-            }
-            Long("body") => body = true,
-            Value(v) => words.push(v.string().map_err(bad)?),
-            _ => return Err(usage(arg.unexpected().to_string())),
-        }
+    let mut f = Flags::default();
+    if let Some(command) = read_args(args, &mut config, &mut words, &mut f)? {
+        return Ok(Cli { config, command });
     }
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     let command = match w.as_slice() {
@@ -214,54 +181,121 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, CliError> 
         ["migrate"] => Command::Migrate,
         ["tunnel-url"] => Command::TunnelUrl,
         ["check-config"] => Command::CheckConfig,
-        ["sign"] => Command::Sign {
-            hook: hook.ok_or_else(|| usage("sign needs --hook ID"))?,
-            event: event.unwrap_or_else(|| "push".into()),
-            delivery,
+        ["sign"] => parse_sign(f)?,
+        ["events", rest @ ..] => parse_events(rest, f)?,
+        ["dead-letters", rest @ ..] => parse_dead_letters(rest, f)?,
+        other => return Err(usage(format!("unknown command {:?}", other.join(" ")))),
+    };
+    Ok(Cli { config, command })
+}
+
+/// Read options and words; `Some` for `--help` / `--version`, which end
+/// parsing at once.
+fn read_args(
+    args: impl IntoIterator<Item = OsString>,
+    config: &mut Option<PathBuf>,
+    words: &mut Vec<String>,
+    f: &mut Flags,
+) -> Result<Option<Command>, CliError> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let bad = |e: lexopt::Error| usage(e.to_string());
+    while let Some(arg) = p.next().map_err(bad)? {
+        match arg {
+            Short('c') | Long("config") => *config = Some(PathBuf::from(p.value().map_err(bad)?)),
+            Short('h') | Long("help") => return Ok(Some(Command::Help)),
+            Short('V') | Long("version") => return Ok(Some(Command::Version)),
+            Long("hook") => f.hook = Some(p.value().map_err(bad)?.string().map_err(bad)?),
+            Long("event") => f.event = Some(p.value().map_err(bad)?.string().map_err(bad)?),
+            Long("delivery") => f.delivery = Some(p.value().map_err(bad)?.string().map_err(bad)?),
+            Long("state") => {
+                let s = p.value().map_err(bad)?.string().map_err(bad)?;
+                f.state = Some(EventState::parse(&s).ok_or_else(|| {
+                    usage(format!(
+                        "--state: expected stored, pending, delivering, done or dead, got {s:?}"
+                    ))
+                })?);
+            }
+            Long("limit") => {
+                f.limit = Some(
+                    p.value()
+                        .map_err(bad)?
+                        .parse()
+                        .map_err(|_| usage("--limit: expected a number"))?,
+                )
+            }
+            Long("json") => f.json = true,
+            Long("all") => f.all = true,
+            Long("since") => {
+                f.since = Some(parse_time(&p.value().map_err(bad)?.string().map_err(bad)?)?)
+            }
+            Long("until") => {
+                f.until = Some(parse_time(&p.value().map_err(bad)?.string().map_err(bad)?)?)
+            }
+            Long("body") => f.body = true,
+            Value(v) => words.push(v.string().map_err(bad)?),
+            _ => return Err(usage(arg.unexpected().to_string())),
+        }
+    }
+    Ok(None)
+}
+
+fn parse_sign(f: Flags) -> Result<Command, CliError> {
+    Ok(Command::Sign {
+        hook: f.hook.ok_or_else(|| usage("sign needs --hook ID"))?,
+        event: f.event.unwrap_or_else(|| "push".into()),
+        delivery: f.delivery,
+    })
+}
+
+fn parse_events(words: &[&str], f: Flags) -> Result<Command, CliError> {
+    Ok(match words {
+        ["list"] => Command::EventsList {
+            limit: f.limit(),
+            hook: f.hook,
+            state: f.state,
+            json: f.json,
         },
-        ["events", "list"] => Command::EventsList {
-            hook,
-            state,
-            limit,
-            json,
-        },
-        ["events", "show", id] => Command::EventsShow {
+        ["show", id] => Command::EventsShow {
             id: id.to_string(),
-            body,
+            body: f.body,
         },
-        ["events", "replay", id] => Command::EventsReplay { id: id.to_string() },
-        ["events", ..] => {
+        ["replay", id] => Command::EventsReplay { id: id.to_string() },
+        _ => {
             return Err(usage(
                 "expected `events list`, `events show ID` or `events replay ID`",
             ))
         }
-        ["dead-letters", "list"] => Command::DeadList {
-            hook,
-            since,
-            until,
-            limit,
-            json,
+    })
+}
+
+fn parse_dead_letters(words: &[&str], f: Flags) -> Result<Command, CliError> {
+    Ok(match words {
+        ["list"] => Command::DeadList {
+            limit: f.limit(),
+            hook: f.hook,
+            since: f.since,
+            until: f.until,
+            json: f.json,
         },
-        ["dead-letters", "retry", id] if !all => Command::DeadRetry {
+        ["retry", id] if !f.all => Command::DeadRetry {
             id: Some(id.to_string()),
-            hook,
-            since,
-            until,
+            hook: f.hook,
+            since: f.since,
+            until: f.until,
         },
-        ["dead-letters", "retry"] if all => Command::DeadRetry {
+        ["retry"] if f.all => Command::DeadRetry {
             id: None,
-            hook,
-            since,
-            until,
+            hook: f.hook,
+            since: f.since,
+            until: f.until,
         },
-        ["dead-letters", ..] => {
+        _ => {
             return Err(usage(
                 "expected `dead-letters list` or `dead-letters retry (ID | --all)`",
             ))
         }
-        other => return Err(usage(format!("unknown command {:?}", other.join(" ")))),
-    };
-    Ok(Cli { config, command })
+    })
 }
 
 /// `2h` (that long ago) or an RFC 3339 time.
@@ -289,49 +323,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve => Err(usage("serve is started from main")),
-        Command::TunnelUrl => {
-            let cfg = Config::load(&path)?;
-            match crate::tunnel::discover(&cfg.tunnel) {
-                Some(f) => {
-                    println!("{}", f.url);
-                    eprintln!("(from {}; hooks are at {}/hooks/ID)", f.source, f.url);
-                    Ok(())
-                }
-                None => Err(CliError::NotFound(format!(
-                    "no tunnel found: nothing answered at ngrok's API ({}) or cloudflared's metrics ({}); is webhook-tunnel@ngrok or webhook-tunnel@cloudflared running?",
-                    if cfg.tunnel.ngrok_api.is_empty() { "disabled" } else { &cfg.tunnel.ngrok_api },
-                    if cfg.tunnel.cloudflared_metrics.is_empty() { "disabled" } else { &cfg.tunnel.cloudflared_metrics },
-                ))),
-            }
-        }
-        Command::Migrate => {
-            let cfg = Config::load(&path)?;
-            let s = store::open(&cfg.store)?;
-            let n = s.migrate()?;
-            println!(
-                "{}: applied {n} migration(s); schema is at version {}",
-                s.kind(),
-                store::migrations::latest(match s.kind() {
-                    "postgres" => store::migrations::POSTGRES,
-                    _ => store::migrations::SQLITE,
-                })
-            );
-            Ok(())
-        }
-        Command::CheckConfig => {
-            let cfg = Config::load(&path)?;
-            let live = Live::build(cfg, &Metrics::new(), true)?;
-            let mut ids: Vec<_> = live.hooks.keys().cloned().collect();
-            ids.sort();
-            println!(
-                "{}: OK; store {}; {} hook(s): {}",
-                path.display(),
-                store::redact_url(&live.config.store.url),
-                ids.len(),
-                ids.join(", ")
-            );
-            Ok(())
-        }
+        Command::TunnelUrl => tunnel_url(&path),
+        Command::Migrate => migrate(&path),
+        Command::CheckConfig => check_config(&path),
         Command::Sign {
             hook,
             event,
@@ -342,103 +336,165 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             state,
             limit,
             json,
-        } => {
-            let s = open_existing(&path)?;
-            let rows = s.list(&ListQuery {
-                hook_id: hook,
-                state,
-                limit,
-                ..Default::default()
-            })?;
-            print_list(&rows, json)
-        }
-        Command::EventsReplay { id } => {
-            let (cfg, s) = open_existing_with_config(&path)?;
-            let rec = s
-                .get(&id)?
-                .ok_or_else(|| CliError::NotFound(format!("no event with id {id}")))?;
-            let has_action = cfg
-                .hooks
-                .iter()
-                .any(|h| h.id == rec.hook_id && h.action.is_some());
-            if !has_action {
-                return Err(CliError::Secrets(format!(
-                    "hook {} has no action configured; there is nothing to replay it to",
-                    rec.hook_id
-                )));
-            }
-            let n = s.replay(
-                &store::ReplayFilter {
-                    id: Some(id.clone()),
-                    ..Default::default()
-                },
-                SystemTime::now(),
-            )?;
-            if n == 0 {
-                return Err(CliError::NotFound(format!(
-                    "event {id} is being delivered right now; try again when it is done"
-                )));
-            }
-            println!("event {id} queued for delivery");
-            Ok(())
-        }
+        } => events_list(&path, hook, state, limit, json),
+        Command::EventsShow { id, body } => events_show(&path, &id, body),
+        Command::EventsReplay { id } => events_replay(&path, &id),
         Command::DeadList {
             hook,
             since,
             until,
             limit,
             json,
-        } => {
-            let s = open_existing(&path)?;
-            let rows = s.list(&ListQuery {
+        } => dead_list(
+            &path,
+            ListQuery {
                 hook_id: hook,
                 state: Some(EventState::Dead),
                 since,
                 until,
                 limit,
-            })?;
-            print_list(&rows, json)
-        }
+            },
+            json,
+        ),
         Command::DeadRetry {
             id,
             hook,
             since,
             until,
-        } => {
-            let s = open_existing(&path)?;
-            let n = s.replay(
-                &store::ReplayFilter {
-                    id: id.clone(),
-                    state: Some(EventState::Dead),
-                    hook_id: hook,
-                    since,
-                    until,
-                },
-                SystemTime::now(),
-            )?;
-            if n == 0 && id.is_some() {
-                return Err(CliError::NotFound(format!(
-                    "no dead letter with id {}",
-                    id.unwrap_or_default()
-                )));
-            }
-            println!("{n} dead letter(s) queued for delivery");
+        } => dead_retry(
+            &path,
+            store::ReplayFilter {
+                id,
+                state: Some(EventState::Dead),
+                hook_id: hook,
+                since,
+                until,
+            },
+        ),
+    }
+}
+
+fn tunnel_url(path: &Path) -> Result<(), CliError> {
+    let cfg = Config::load(path)?;
+    match crate::tunnel::discover(&cfg.tunnel) {
+        Some(f) => {
+            println!("{}", f.url);
+            eprintln!("(from {}; hooks are at {}/hooks/ID)", f.source, f.url);
             Ok(())
         }
-        Command::EventsShow { id, body } => {
-            let s = open_existing(&path)?;
-            let rec = s
-                .get(&id)?
-                .ok_or_else(|| CliError::NotFound(format!("no event with id {id}")))?;
-            if body {
-                std::io::stdout().write_all(rec.body.as_deref().unwrap_or_default())?;
-                return Ok(());
-            }
-            let v = record_json(&rec, true);
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            Ok(())
+        None => Err(CliError::NotFound(format!(
+            "no tunnel found: nothing answered at ngrok's API ({}) or cloudflared's metrics ({}); is webhook-tunnel@ngrok or webhook-tunnel@cloudflared running?",
+            if cfg.tunnel.ngrok_api.is_empty() { "disabled" } else { &cfg.tunnel.ngrok_api },
+            if cfg.tunnel.cloudflared_metrics.is_empty() { "disabled" } else { &cfg.tunnel.cloudflared_metrics },
+        ))),
+    }
+}
+
+fn migrate(path: &Path) -> Result<(), CliError> {
+    let cfg = Config::load(path)?;
+    let s = store::open(&cfg.store)?;
+    let n = s.migrate()?;
+    println!(
+        "{}: applied {n} migration(s); schema is at version {}",
+        s.kind(),
+        s.latest_schema()
+    );
+    Ok(())
+}
+
+fn check_config(path: &Path) -> Result<(), CliError> {
+    let cfg = Config::load(path)?;
+    let live = Live::build(cfg, &Metrics::new(), true)?;
+    let mut ids: Vec<_> = live.hooks.keys().cloned().collect();
+    ids.sort();
+    println!(
+        "{}: OK; store {}; {} hook(s): {}",
+        path.display(),
+        store::redact_url(&live.config.store.url),
+        ids.len(),
+        ids.join(", ")
+    );
+    Ok(())
+}
+
+fn events_list(
+    path: &Path,
+    hook: Option<String>,
+    state: Option<EventState>,
+    limit: usize,
+    json: bool,
+) -> Result<(), CliError> {
+    let s = open_existing(path)?;
+    let rows = s.list(&ListQuery {
+        hook_id: hook,
+        state,
+        limit,
+        ..Default::default()
+    })?;
+    print_list(&rows, json)
+}
+
+fn events_replay(path: &Path, id: &str) -> Result<(), CliError> {
+    let (cfg, s) = open_existing_with_config(path)?;
+    let rec = s
+        .get(id)?
+        .ok_or_else(|| CliError::NotFound(format!("no event with id {id}")))?;
+    let has_action = cfg
+        .hooks
+        .iter()
+        .any(|h| h.id == rec.hook_id && h.action.is_some());
+    if !has_action {
+        return Err(CliError::Secrets(format!(
+            "hook {} has no action configured; there is nothing to replay it to",
+            rec.hook_id
+        )));
+    }
+    let n = s.replay(
+        &store::ReplayFilter {
+            id: Some(id.to_string()),
+            ..Default::default()
+        },
+        SystemTime::now(),
+    )?;
+    if n == 0 {
+        return Err(CliError::NotFound(format!(
+            "event {id} is being delivered right now; try again when it is done"
+        )));
+    }
+    println!("event {id} queued for delivery");
+    Ok(())
+}
+
+fn dead_list(path: &Path, q: ListQuery, json: bool) -> Result<(), CliError> {
+    let s = open_existing(path)?;
+    let rows = s.list(&q)?;
+    print_list(&rows, json)
+}
+
+fn dead_retry(path: &Path, f: store::ReplayFilter) -> Result<(), CliError> {
+    let s = open_existing(path)?;
+    let n = s.replay(&f, SystemTime::now())?;
+    if n == 0 {
+        if let Some(id) = &f.id {
+            return Err(CliError::NotFound(format!("no dead letter with id {id}")));
         }
     }
+    println!("{n} dead letter(s) queued for delivery");
+    Ok(())
+}
+
+fn events_show(path: &Path, id: &str, body: bool) -> Result<(), CliError> {
+    let s = open_existing(path)?;
+    let rec = s
+        .get(id)?
+        .ok_or_else(|| CliError::NotFound(format!("no event with id {id}")))?;
+    if body {
+        std::io::stdout().write_all(rec.body.as_deref().unwrap_or_default())?;
+        return Ok(());
+    }
+    let v = record_json(&rec, true);
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    Ok(())
 }
 
 fn open_existing(path: &std::path::Path) -> Result<Arc<dyn store::Store>, CliError> {

@@ -122,8 +122,7 @@ async fn serve(
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(StoreStatus::new());
     let threads = match config.store.writers {
-        0 if store.kind() == "sqlite" => 1,
-        0 => 2,
+        0 => store.default_writers(),
         n => n,
     };
     let spool = match config.spool_path() {

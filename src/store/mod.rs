@@ -184,8 +184,12 @@ pub trait BatchSink: Send {
 
 /// A storage engine.
 pub trait Store: Send + Sync + 'static {
-    /// "sqlite" or "postgres".
+    /// "sqlite" or "postgres", for messages.
     fn kind(&self) -> &'static str;
+    /// The schema version this build migrates to.
+    fn latest_schema(&self) -> i32;
+    /// Writer threads when `store.writers` is 0 (automatic).
+    fn default_writers(&self) -> usize;
     /// Apply pending migrations under a lock; returns how many were applied.
     fn migrate(&self) -> Result<usize, StoreError>;
     /// Fail unless the schema is present and not newer than this build.

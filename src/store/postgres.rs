@@ -299,6 +299,14 @@ impl Store for PgStore {
         "postgres"
     }
 
+    fn latest_schema(&self) -> i32 {
+        migrations::latest(POSTGRES)
+    }
+
+    fn default_writers(&self) -> usize {
+        2
+    }
+
     fn migrate(&self) -> Result<usize, StoreError> {
         // A dedicated connection: closing it releases the advisory lock even
         // if a migration fails half-way.

@@ -214,6 +214,15 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn latest_schema(&self) -> i32 {
+        migrations::latest(SQLITE)
+    }
+
+    /// One writer: SQLite has a single write lock, a second thread only waits.
+    fn default_writers(&self) -> usize {
+        1
+    }
+
     fn migrate(&self) -> Result<usize, StoreError> {
         let mut conn = self.connect(true)?;
         let tx = conn
