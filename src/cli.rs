@@ -553,7 +553,7 @@ fn record_json(r: &EventRecord, full: bool) -> serde_json::Value {
         "delivery_id": r.delivery_id,
         "event": r.event_type,
         "received_at": humantime::format_rfc3339_micros(r.received_at).to_string(),
-        "state": r.state,
+        "state": r.state.as_str(),
         "attempts": r.attempts,
         "next_attempt_at": humantime::format_rfc3339_seconds(r.next_attempt_at).to_string(),
         "last_error": r.last_error,
@@ -561,7 +561,7 @@ fn record_json(r: &EventRecord, full: bool) -> serde_json::Value {
     });
     if full {
         if let Some(h) = &r.headers {
-            v["headers"] = serde_json::from_str(h).unwrap_or(serde_json::Value::Null);
+            v["headers"] = serde_json::from_str(&h.to_json()).unwrap_or(serde_json::Value::Null);
         }
     }
     v

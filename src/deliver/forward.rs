@@ -122,16 +122,12 @@ pub fn build_request(
     now: SystemTime,
 ) -> Result<Request<Full<Bytes>>, http::Error> {
     let mut b = Request::builder().method(Method::POST).uri(url.clone());
-    let original: Vec<[String; 2]> = serde_json::from_str(&ev.headers).unwrap_or_default();
     let mut has_type = false;
-    for [k, v] in &original {
+    for (k, v) in ev.headers.iter() {
         if !forwardable(k) {
             continue;
         }
-        let (Ok(name), Ok(value)) = (
-            HeaderName::try_from(k.as_str()),
-            HeaderValue::try_from(v.as_str()),
-        ) else {
+        let (Ok(name), Ok(value)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) else {
             continue;
         };
         has_type |= name == CONTENT_TYPE;
@@ -177,7 +173,7 @@ mod tests {
             delivery_id: "d-1".into(),
             event_type: "push".into(),
             received_at: SystemTime::UNIX_EPOCH,
-            headers: r#"[["content-type","application/json"],["x-github-event","push"],["x-forwarded-for","1.2.3.4"],["host","x"],["authorization","no"]]"#.into(),
+            headers: crate::store::Headers::from_json(r#"[["content-type","application/json"],["x-github-event","push"],["x-forwarded-for","1.2.3.4"],["host","x"],["authorization","no"]]"#).unwrap(),
             body: Bytes::from_static(b"{\"a\":1}"),
             attempts: 3,
         }

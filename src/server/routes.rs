@@ -22,7 +22,7 @@ use super::listen::Role;
 use crate::app::{App, Hook};
 use crate::rules::{self, Refusal};
 use crate::store::writer::SubmitError;
-use crate::store::{EventState, NewEvent, Outcome, StoreError};
+use crate::store::{EventState, Headers, NewEvent, Outcome, StoreError};
 use crate::verify::Verified;
 
 pub type Body = Full<Bytes>;
@@ -227,7 +227,7 @@ async fn process(
         delivery_id: delivery.clone(),
         event_type: event.clone(),
         received_at: SystemTime::now(),
-        headers: headers_json(&parts.headers),
+        headers: kept_headers(&parts.headers),
         body,
         state: if hook.route.is_some() {
             EventState::Pending
@@ -444,14 +444,19 @@ fn accepted(app: &App, hook: &Hook, key: &str, id: String, spooled: bool) -> Ans
     }
 }
 
-/// The request headers as a JSON array of `[name, value]`, minus credentials.
-fn headers_json(h: &HeaderMap) -> String {
-    let pairs: Vec<[std::borrow::Cow<'_, str>; 2]> = h
-        .iter()
-        .filter(|(k, _)| !SENSITIVE_HEADERS.contains(&k.as_str()))
-        .map(|(k, v)| [k.as_str().into(), String::from_utf8_lossy(v.as_bytes())])
-        .collect();
-    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
+/// The request headers to keep with the event, minus credentials.
+fn kept_headers(h: &HeaderMap) -> Headers {
+    Headers(
+        h.iter()
+            .filter(|(k, _)| !SENSITIVE_HEADERS.contains(&k.as_str()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    )
 }
 
 fn peer_str(peer: Option<SocketAddr>) -> String {

@@ -6,6 +6,7 @@
 //! [`writer`]) or on `spawn_blocking`, never on a tokio worker, because the
 //! `postgres` client runs its own runtime and must not be nested in ours.
 
+mod embedded;
 pub mod migrations;
 pub mod postgres;
 pub mod spool;
@@ -64,6 +65,11 @@ impl EventState {
         }
     }
 
+    /// The state as stored in a row; an unknown value is a query error.
+    pub(crate) fn from_column(s: &str) -> Result<EventState, StoreError> {
+        EventState::parse(s).ok_or_else(|| StoreError::Query(format!("unknown event state {s:?}")))
+    }
+
     pub fn parse(s: &str) -> Option<EventState> {
         Some(match s {
             "stored" => EventState::Stored,
@@ -76,6 +82,44 @@ impl EventState {
     }
 }
 
+impl std::fmt::Display for EventState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Request headers kept with an event, in order, credentials already
+/// removed. Stored as a JSON array of `[name, value]` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl Headers {
+    /// The stored form.
+    pub fn to_json(&self) -> String {
+        let pairs: Vec<[&str; 2]> = self
+            .0
+            .iter()
+            .map(|(k, v)| [k.as_str(), v.as_str()])
+            .collect();
+        serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Read the stored form; None if it is not one.
+    pub fn from_json(s: &str) -> Option<Headers> {
+        let pairs: Vec<[String; 2]> = serde_json::from_str(s).ok()?;
+        Some(Headers(pairs.into_iter().map(|[k, v]| (k, v)).collect()))
+    }
+
+    /// Read the stored form; an unreadable one counts as no headers.
+    pub fn from_json_lossy(s: &str) -> Headers {
+        Headers::from_json(s).unwrap_or_default()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
 /// An event as accepted from the network, before it is stored.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -84,8 +128,8 @@ pub struct NewEvent {
     pub delivery_id: String,
     pub event_type: String,
     pub received_at: SystemTime,
-    /// JSON array of `[name, value]` pairs, sensitive headers removed.
-    pub headers: String,
+    /// Sensitive headers already removed.
+    pub headers: Headers,
     pub body: Bytes,
     pub state: EventState,
 }
@@ -110,13 +154,13 @@ pub struct EventRecord {
     pub delivery_id: String,
     pub event_type: String,
     pub received_at: SystemTime,
-    pub state: String,
+    pub state: EventState,
     pub attempts: i32,
     pub next_attempt_at: SystemTime,
     pub last_error: Option<String>,
     pub body_len: usize,
     /// Present only when asked for (`show`).
-    pub headers: Option<String>,
+    pub headers: Option<Headers>,
     pub body: Option<Vec<u8>>,
 }
 
@@ -153,7 +197,7 @@ pub struct Claimed {
     pub delivery_id: String,
     pub event_type: String,
     pub received_at: SystemTime,
-    pub headers: String,
+    pub headers: Headers,
     pub body: Bytes,
     /// Including this one.
     pub attempts: i32,
@@ -232,6 +276,17 @@ pub trait Store: Send + Sync + 'static {
         batch: u32,
     ) -> Result<usize, StoreError>;
     fn counts(&self) -> Result<Counts, StoreError>;
+}
+
+/// Columns written by `finish`: state, next attempt time, last error.
+pub(crate) fn disposition_columns(
+    d: &Disposition,
+) -> (&'static str, Option<SystemTime>, Option<&str>) {
+    match d {
+        Disposition::Done => ("done", None, None),
+        Disposition::Retry { at, error } => ("pending", Some(*at), Some(error.as_str())),
+        Disposition::Dead { error } => ("dead", None, Some(error.as_str())),
+    }
 }
 
 /// Open the store named by `cfg.url`. Does not touch the schema.

@@ -17,9 +17,8 @@ use bytes::Bytes;
 
 use crate::id::time_bound;
 
-use super::sqlite::disposition_columns;
+use super::{disposition_columns, Claimed, Counts, Disposition, EventState, Headers, ReplayFilter};
 use super::{redact_url, BatchSink, EventRecord, ListQuery, NewEvent, Outcome, Store, StoreError};
-use super::{Claimed, Counts, Disposition, ReplayFilter};
 use crate::config::StoreConfig;
 
 type Manager = PostgresConnectionManager<NoTls>;
@@ -174,7 +173,7 @@ impl PgSink {
         let deliveries: Vec<&str> = events.iter().map(|e| e.delivery_id.as_str()).collect();
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
         let received: Vec<SystemTime> = events.iter().map(|e| e.received_at).collect();
-        let headers: Vec<&str> = events.iter().map(|e| e.headers.as_str()).collect();
+        let headers: Vec<String> = events.iter().map(|e| e.headers.to_json()).collect();
         let bodies: Vec<&[u8]> = events.iter().map(|e| &e.body[..]).collect();
         let states: Vec<&str> = events.iter().map(|e| e.state.as_str()).collect();
         let rows = p
@@ -284,7 +283,7 @@ fn record(r: &postgres::Row) -> Result<EventRecord, StoreError> {
         delivery_id: r.try_get(2).map_err(map_err)?,
         event_type: r.try_get(3).map_err(map_err)?,
         received_at: r.try_get(4).map_err(map_err)?,
-        state: r.try_get(5).map_err(map_err)?,
+        state: EventState::from_column(r.try_get(5).map_err(map_err)?)?,
         attempts: r.try_get(6).map_err(map_err)?,
         next_attempt_at: r.try_get(7).map_err(map_err)?,
         last_error: r.try_get(8).map_err(map_err)?,
@@ -458,7 +457,7 @@ impl Store for PgStore {
                     delivery_id: r.try_get(2).map_err(map_err)?,
                     event_type: r.try_get(3).map_err(map_err)?,
                     received_at: r.try_get(4).map_err(map_err)?,
-                    headers: r.try_get(5).map_err(map_err)?,
+                    headers: Headers::from_json_lossy(r.try_get(5).map_err(map_err)?),
                     body: Bytes::from(r.try_get::<_, Vec<u8>>(6).map_err(map_err)?),
                     attempts: r.try_get(7).map_err(map_err)?,
                 });
@@ -585,7 +584,7 @@ impl Store for PgStore {
         let row = c.query_opt(&sql, &[&id]).map_err(map_err)?;
         let Some(r) = row else { return Ok(None) };
         let mut rec = record(&r)?;
-        rec.headers = Some(r.try_get(10).map_err(map_err)?);
+        rec.headers = Headers::from_json(r.try_get(10).map_err(map_err)?);
         rec.body = Some(r.try_get(11).map_err(map_err)?);
         Ok(Some(rec))
     }

@@ -17,9 +17,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection};
 
-use super::{from_micros, to_micros, BatchSink, EventState, NewEvent, Outcome, StoreError};
+use super::{from_micros, BatchSink, EventState, Headers, NewEvent, Outcome, StoreError};
 
 pub struct Spool {
     conn: Mutex<Connection>,
@@ -90,46 +90,19 @@ impl Spool {
                 self.len()
             )));
         }
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let mut out = Vec::with_capacity(events.len());
-        let mut added = 0;
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT INTO spool (id, hook_id, delivery_id, event_type, received_at, headers, body, state) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hook_id, delivery_id) DO NOTHING",
-                )
-                .map_err(err)?;
-            let mut sel = tx
-                .prepare_cached("SELECT id FROM spool WHERE hook_id = ?1 AND delivery_id = ?2")
-                .map_err(err)?;
-            for e in events {
-                let n = ins
-                    .execute(params![
-                        e.id,
-                        e.hook_id,
-                        e.delivery_id,
-                        e.event_type,
-                        to_micros(e.received_at),
-                        e.headers,
-                        &e.body[..],
-                        e.state.as_str()
-                    ])
-                    .map_err(err)?;
-                if n == 1 {
-                    added += 1;
-                    out.push(Outcome::Spooled(e.id.clone()));
-                } else {
-                    let id: String = sel
-                        .query_row(params![e.hook_id, e.delivery_id], |r| r.get(0))
-                        .map_err(err)?;
-                    out.push(Outcome::Duplicate(id));
-                }
-            }
-        }
-        tx.commit().map_err(err)?;
+        let out = super::embedded::insert_batch(
+            &mut conn,
+            "INSERT INTO spool (id, hook_id, delivery_id, event_type, received_at, headers, body, state) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hook_id, delivery_id) DO NOTHING",
+            "SELECT id FROM spool WHERE hook_id = ?1 AND delivery_id = ?2",
+            events,
+            Outcome::Spooled,
+        )
+        .map_err(err)?;
+        let added = out
+            .iter()
+            .filter(|o| matches!(o, Outcome::Spooled(_)))
+            .count();
         self.len.fetch_add(added, Ordering::AcqRel);
         Ok(out)
     }
@@ -157,7 +130,7 @@ impl Spool {
                         delivery_id: r.get(3)?,
                         event_type: r.get(4)?,
                         received_at: from_micros(r.get(5)?),
-                        headers: r.get(6)?,
+                        headers: Headers::from_json_lossy(&r.get::<_, String>(6)?),
                         body: Bytes::from(r.get::<_, Vec<u8>>(7)?),
                         state: EventState::parse(&r.get::<_, String>(8)?)
                             .unwrap_or(EventState::Pending),

@@ -14,8 +14,9 @@ use bytes::Bytes;
 
 use crate::id::time_bound;
 
+use super::{disposition_columns, Claimed, Counts, Disposition, Headers, NewEvent, ReplayFilter};
 use super::{from_micros, to_micros, BatchSink, EventRecord, ListQuery, Outcome, Store};
-use super::{Claimed, Counts, Disposition, NewEvent, ReplayFilter, StoreError};
+use super::{EventState, StoreError};
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -139,38 +140,8 @@ struct SqliteSink {
 
 impl SqliteSink {
     fn write(conn: &mut Connection, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(map_err)?;
-        let mut out = Vec::with_capacity(events.len());
-        {
-            let mut ins = tx.prepare_cached(INSERT).map_err(map_err)?;
-            let mut sel = tx.prepare_cached(EXISTING).map_err(map_err)?;
-            for e in events {
-                let n = ins
-                    .execute(params![
-                        e.id,
-                        e.hook_id,
-                        e.delivery_id,
-                        e.event_type,
-                        to_micros(e.received_at),
-                        e.headers,
-                        &e.body[..],
-                        e.state.as_str(),
-                    ])
-                    .map_err(map_err)?;
-                if n == 1 {
-                    out.push(Outcome::Stored(e.id.clone()));
-                } else {
-                    let id: String = sel
-                        .query_row(params![e.hook_id, e.delivery_id], |r| r.get(0))
-                        .map_err(map_err)?;
-                    out.push(Outcome::Duplicate(id));
-                }
-            }
-        }
-        tx.commit().map_err(map_err)?;
-        Ok(out)
+        super::embedded::insert_batch(conn, INSERT, EXISTING, events, Outcome::Stored)
+            .map_err(map_err)
     }
 }
 
@@ -199,7 +170,13 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
         delivery_id: r.get(2)?,
         event_type: r.get(3)?,
         received_at: from_micros(r.get(4)?),
-        state: r.get(5)?,
+        state: EventState::parse(&r.get::<_, String>(5)?).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                5,
+                rusqlite::types::Type::Text,
+                "unknown event state".into(),
+            )
+        })?,
         attempts: r.get(6)?,
         next_attempt_at: from_micros(r.get(7)?),
         last_error: r.get(8)?,
@@ -313,7 +290,7 @@ impl Store for SqliteStore {
             let sql = format!("SELECT {COLUMNS}, headers, body FROM events WHERE id = ?1");
             conn.query_row(&sql, params![id], |r| {
                 let mut rec = record(r)?;
-                rec.headers = Some(r.get(10)?);
+                rec.headers = Headers::from_json(&r.get::<_, String>(10)?);
                 rec.body = Some(r.get(11)?);
                 Ok(rec)
             })
@@ -368,7 +345,7 @@ impl Store for SqliteStore {
                                 delivery_id: r.get(2)?,
                                 event_type: r.get(3)?,
                                 received_at: from_micros(r.get(4)?),
-                                headers: r.get(5)?,
+                                headers: Headers::from_json_lossy(&r.get::<_, String>(5)?),
                                 body: Bytes::from(r.get::<_, Vec<u8>>(6)?),
                                 attempts: r.get(7)?,
                             })
@@ -493,16 +470,5 @@ impl Store for SqliteStore {
             }
             Ok(c)
         })
-    }
-}
-
-/// Columns written by `finish`: state, next attempt time, last error.
-pub(crate) fn disposition_columns(
-    d: &Disposition,
-) -> (&'static str, Option<SystemTime>, Option<&str>) {
-    match d {
-        Disposition::Done => ("done", None, None),
-        Disposition::Retry { at, error } => ("pending", Some(*at), Some(error.as_str())),
-        Disposition::Dead { error } => ("dead", None, Some(error.as_str())),
     }
 }
