@@ -78,7 +78,7 @@ async fn prepare_store(
         let s = store.clone();
         let res = tokio::task::spawn_blocking(move || s.migrate())
             .await
-            .map_err(|e| ServeError::Store(StoreError::Unavailable(e.to_string())))?;
+            .map_err(|e| ServeError::Store(StoreError::Unavailable(e.to_string().into())))?;
         match res {
             Ok(n) => {
                 if n > 0 {

@@ -128,7 +128,7 @@ async fn dispatch<C: Context>(
             store.claim(&hook_id, want, &w, now, now + lease)
         })
         .await
-        .map_err(|e| crate::store::StoreError::Query(e.to_string()))??;
+        .map_err(|e| crate::store::StoreError::Query(e.to_string().into()))??;
         more |= claimed.len() == want;
         for ev in claimed {
             app.delivery()

@@ -20,14 +20,65 @@ use bytes::Bytes;
 
 use crate::config::StoreConfig;
 
+/// What went wrong, with the database driver's error kept as the source
+/// when there is one. Cheap to clone: one result is handed to every
+/// request of a batch.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// `message` describes `source` (usually it is its text).
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Cause {
+        Cause {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Cause {
+        Cause::from(message.to_string())
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or opened right now; retry later.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// A statement failed for a reason other than reachability.
     #[error("store query failed: {0}")]
-    Query(String),
+    Query(#[source] Cause),
     #[error("migration {version} ({name}) failed: {message}")]
     Migration {
         version: i32,
@@ -67,7 +118,8 @@ impl EventState {
 
     /// The state as stored in a row; an unknown value is a query error.
     pub(crate) fn from_column(s: &str) -> Result<EventState, StoreError> {
-        EventState::parse(s).ok_or_else(|| StoreError::Query(format!("unknown event state {s:?}")))
+        EventState::parse(s)
+            .ok_or_else(|| StoreError::Query(format!("unknown event state {s:?}").into()))
     }
 
     pub fn parse(s: &str) -> Option<EventState> {

@@ -17,7 +17,9 @@ use bytes::Bytes;
 
 use crate::id::time_bound;
 
-use super::{disposition_columns, Claimed, Counts, Disposition, EventState, Headers, ReplayFilter};
+use super::{
+    disposition_columns, Cause, Claimed, Counts, Disposition, EventState, Headers, ReplayFilter,
+};
 use super::{redact_url, BatchSink, EventRecord, ListQuery, NewEvent, Outcome, Store, StoreError};
 use crate::config::StoreConfig;
 
@@ -94,26 +96,26 @@ impl PgStore {
     fn conn(&self) -> Result<Conn, StoreError> {
         self.pool
             .get()
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url)))
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url).into()))
     }
 }
 
 /// Connection loss and server shutdown are "unavailable"; the rest is a query error.
 pub(crate) fn map_err(e: postgres::Error) -> StoreError {
     if e.is_closed() {
-        return StoreError::Unavailable(format!("connection closed: {e}"));
+        return StoreError::Unavailable(Cause::with_source(format!("connection closed: {e}"), e));
     }
     match e.code() {
         Some(code) => {
             let c = code.code();
             if c.starts_with("08") || c.starts_with("57P") || c == "53300" || c == "53100" {
-                StoreError::Unavailable(e.to_string())
+                StoreError::Unavailable(Cause::with_source(e.to_string(), e))
             } else {
-                StoreError::Query(e.to_string())
+                StoreError::Query(Cause::with_source(e.to_string(), e))
             }
         }
         // No SQLSTATE: an IO-level failure.
-        None => StoreError::Unavailable(e.to_string()),
+        None => StoreError::Unavailable(Cause::with_source(e.to_string(), e)),
     }
 }
 
@@ -145,7 +147,7 @@ impl PgSink {
             let mut conn = self
                 .pool
                 .get()
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url)))?;
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url).into()))?;
             let insert = conn.prepare(INSERT).map_err(map_err)?;
             let existing = conn.prepare(EXISTING).map_err(map_err)?;
             self.prepared = Some(Prepared {
@@ -266,10 +268,9 @@ impl BatchSink for PgSink {
                     // A later copy in the same batch is a duplicate of the first.
                     Some(Outcome::Stored(id)) if *id != e.id => Ok(Outcome::Duplicate(id.clone())),
                     Some(o) => Ok(o.clone()),
-                    None => Err(StoreError::Query(format!(
-                        "event {} was neither inserted nor found",
-                        e.id
-                    ))),
+                    None => Err(StoreError::Query(
+                        format!("event {} was neither inserted nor found", e.id).into(),
+                    )),
                 }
             })
             .collect()
@@ -312,7 +313,7 @@ impl Store for PgStore {
         let mut client = self
             .config
             .connect(NoTls)
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url)))?;
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url).into()))?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .map_err(map_err)?;

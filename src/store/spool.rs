@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::{params, Connection};
 
-use super::{from_micros, BatchSink, EventState, Headers, NewEvent, Outcome, StoreError};
+use super::{from_micros, BatchSink, Cause, EventState, Headers, NewEvent, Outcome, StoreError};
 
 pub struct Spool {
     conn: Mutex<Connection>,
@@ -29,13 +29,13 @@ pub struct Spool {
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(format!("spool: {e}"))
+    StoreError::Unavailable(Cause::with_source(format!("spool: {e}"), e))
 }
 
 impl Spool {
     pub fn open(path: &Path, max_events: usize) -> Result<Spool, StoreError> {
         let conn = Connection::open(path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot open spool {}: {e}", path.display()))
+            StoreError::Unavailable(format!("cannot open spool {}: {e}", path.display()).into())
         })?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(
@@ -85,10 +85,9 @@ impl Spool {
             .lock()
             .map_err(|_| StoreError::Unavailable("spool lock poisoned".into()))?;
         if self.len() + events.len() > self.max_events {
-            return Err(StoreError::Unavailable(format!(
-                "spool is full ({} events)",
-                self.len()
-            )));
+            return Err(StoreError::Unavailable(
+                format!("spool is full ({} events)", self.len()).into(),
+            ));
         }
         let out = super::embedded::insert_batch(
             &mut conn,

@@ -16,7 +16,7 @@ use crate::id::time_bound;
 
 use super::{disposition_columns, Claimed, Counts, Disposition, Headers, NewEvent, ReplayFilter};
 use super::{from_micros, to_micros, BatchSink, EventRecord, ListQuery, Outcome, Store};
-use super::{EventState, StoreError};
+use super::{Cause, EventState, StoreError};
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -29,10 +29,13 @@ impl SqliteStore {
     pub fn open(path: PathBuf) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() && !dir.is_dir() {
-                return Err(StoreError::Unavailable(format!(
-                    "directory {} for the embedded store does not exist",
-                    dir.display()
-                )));
+                return Err(StoreError::Unavailable(
+                    format!(
+                        "directory {} for the embedded store does not exist",
+                        dir.display()
+                    )
+                    .into(),
+                ));
             }
         }
         Ok(SqliteStore {
@@ -80,7 +83,7 @@ impl SqliteStore {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| {
-            StoreError::Unavailable(format!("cannot open {}: {e}", self.path.display()))
+            StoreError::Unavailable(format!("cannot open {}: {e}", self.path.display()).into())
         })?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
         conn.execute_batch(
@@ -123,8 +126,8 @@ fn map_err(e: rusqlite::Error) -> StoreError {
             | OutOfMemory
             | FileLockingProtocolFailed
             | PermissionDenied,
-        ) => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Query(e.to_string()),
+        ) => StoreError::Unavailable(Cause::with_source(e.to_string(), e)),
+        _ => StoreError::Query(Cause::with_source(e.to_string(), e)),
     }
 }
 

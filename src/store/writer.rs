@@ -139,7 +139,9 @@ impl Writer {
             let handle = std::thread::Builder::new()
                 .name("spool-drain".into())
                 .spawn(move || drain_spool(&spool, sink.as_mut(), &closing, &status))
-                .map_err(|e| StoreError::Unavailable(format!("cannot start spool thread: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot start spool thread: {e}").into())
+                })?;
             threads.push(handle);
         }
         for i in 0..n {
@@ -161,7 +163,9 @@ impl Writer {
             let handle = std::thread::Builder::new()
                 .name(format!("store-writer-{i}"))
                 .spawn(move || ctx.run())
-                .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot start writer thread: {e}").into())
+                })?;
             threads.push(handle);
         }
         Ok(Writer {
@@ -248,7 +252,7 @@ struct WriterThread {
     spool: Option<Arc<super::spool::Spool>>,
     spool_logged: bool,
     /// Until when batches fail at once after the store was unreachable.
-    fail_fast: Option<(Instant, String)>,
+    fail_fast: Option<(Instant, super::Cause)>,
 }
 
 /// How long batches are refused at once after one found the store down.
