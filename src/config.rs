@@ -900,7 +900,7 @@ mod tests {
     }
 
     #[test]
-    fn minimal_issue_shape_parses() {
+    fn minimal_config_parses() {
         let c = parse(
             r#"
             [server]

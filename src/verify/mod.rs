@@ -333,17 +333,6 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
-/// Constant-time check of `expected` against HMAC-SHA256(key, body).
-pub fn hmac_sha256_matches(key: &[u8], body: &[u8], expected: &[u8]) -> bool {
-    match ::hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(body);
-            mac.verify_slice(expected).is_ok()
-        }
-        Err(_) => false,
-    }
-}
-
 /// The index of the first secret whose HMAC over `parts` equals one of
 /// `candidates`. Every secret is tried against every candidate with a
 /// constant-time comparison, without stopping early.
