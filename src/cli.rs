@@ -652,20 +652,7 @@ fn serve(config: Option<PathBuf>) -> Result<(), CliError> {
         }
     };
     crate::systemd::journal::init(&cfg.log);
-    let sockets = if inherited.is_empty() {
-        crate::server::listen::bind_configured(&cfg)?
-    } else {
-        log::info!(
-            "using {} socket(s) passed by systemd: {}",
-            inherited.len(),
-            inherited
-                .iter()
-                .map(|i| format!("{}={}", i.name, i.socket.describe()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        crate::server::listen::assign_roles(inherited)
-    };
+    let sockets = crate::server::listen::sockets(inherited, &cfg)?;
     let opts = crate::daemon::RunOptions {
         // The watchdog test wedges the writer through this variable.
         wedge_file: std::env::var_os("WEBHOOKD_TEST_WEDGE_FILE").map(PathBuf::from),

@@ -128,3 +128,21 @@ pub fn bind_configured(cfg: &Config) -> Result<Vec<Bound>, BindError> {
         }]),
     }
 }
+
+/// The sockets to serve: those systemd passed, with their roles, or else
+/// the configured addresses, bound now.
+pub fn sockets(inherited: Vec<Inherited>, cfg: &Config) -> Result<Vec<Bound>, BindError> {
+    if inherited.is_empty() {
+        return bind_configured(cfg);
+    }
+    log::info!(
+        "using {} socket(s) passed by systemd: {}",
+        inherited.len(),
+        inherited
+            .iter()
+            .map(|i| format!("{}={}", i.name, i.socket.describe()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(assign_roles(inherited))
+}
