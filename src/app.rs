@@ -81,9 +81,9 @@ impl Live {
             {
                 None => None,
                 Some(Ok(a)) => Some(a),
-                Some(Err(e)) if strict => return Err(Invalid::new("", e).in_hook(&h.id)),
+                Some(Err(e)) if strict => return Err(e.in_hook(&h.id)),
                 Some(Err(e)) => {
-                    problem.get_or_insert(e);
+                    problem.get_or_insert(format!("{}: {}", e.key, e.message));
                     None
                 }
             };

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::config::{ActionConfig, BreakerConfig, DeliveryConfig, RetryConfig, Secret};
+use crate::config::{ActionConfig, BreakerConfig, DeliveryConfig, Invalid, RetryConfig, Secret};
 use crate::metrics::Metrics;
 use crate::store::{Counts, Store};
 use exec::ExecAction;
@@ -64,7 +64,9 @@ pub enum ActionKind {
     Exec(ExecAction),
 }
 
-pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction, String> {
+/// Build a hook's action, resolving its signing secret. The error's key is
+/// relative to the hook (`action.url`, `action.sign_secret`).
+pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction, Invalid> {
     Ok(match a {
         ActionConfig::Forward {
             url,
@@ -72,7 +74,9 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
             sign_secret,
             concurrency,
         } => {
-            let uri: http::Uri = url.parse().map_err(|_| format!("invalid url {url:?}"))?;
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|_| Invalid::new("action.url", format!("invalid url {url:?}")))?;
             let target = format!(
                 "{}://{}",
                 uri.scheme_str().unwrap_or("http"),
@@ -81,7 +85,7 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
             let sign_secret = match sign_secret {
                 Some(r) => Some(
                     r.resolve()
-                        .map_err(|e| format!("action.sign_secret: {e}"))?,
+                        .map_err(|e| Invalid::new("action.sign_secret", e.to_string()))?,
                 ),
                 None => None,
             };
