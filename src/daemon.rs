@@ -185,6 +185,7 @@ async fn serve(
     let monitor_stop = Arc::new(AtomicBool::new(false));
     let monitor = spawn_store_monitor(app.clone(), monitor_stop.clone());
     let status_task = tokio::spawn(status_ticker(app.clone()));
+    tokio::spawn(crate::server::ui::sampler(app.clone()));
 
     log::info!(
         "webhookd {} ready: listening on {}; store {}; {} hook(s)",

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub deliveries_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub breaker_state: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub retention_deleted: Counter,
+    /// Attempts that delivered, and that failed (retry or dead letter), all
+    /// hooks together: unregistered totals for the console's chart.
+    pub delivered_total: Counter<u64, AtomicU64>,
+    pub failed_total: Counter<u64, AtomicU64>,
 }
 
 /// The per-hook outcome counters, cloned into each hook.
@@ -187,10 +191,17 @@ impl Metrics {
             deliveries_in_flight,
             breaker_state,
             retention_deleted,
+            delivered_total: Counter::default(),
+            failed_total: Counter::default(),
         }
     }
 
     pub fn delivery_result(&self, hook: &str, result: &str) {
+        if result == "done" {
+            self.delivered_total.inc();
+        } else {
+            self.failed_total.inc();
+        }
         self.deliveries
             .get_or_create(&vec![
                 ("hook".to_string(), hook.to_string()),

@@ -206,8 +206,50 @@ pub struct Finisher {
 type FinishJob = (
     String,
     crate::store::Disposition,
+    AttemptLog,
     tokio::sync::oneshot::Sender<Result<bool, crate::store::StoreError>>,
 );
+
+/// When an attempt ran and how long it took, kept with its result for the
+/// console (`Store::record_attempts`).
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptLog {
+    pub attempt: i32,
+    pub started_at: std::time::SystemTime,
+    pub duration: Duration,
+}
+
+/// The record of an attempt. The target's status is read back from the
+/// error text `forward` writes ("target answered 503 ..."); a success has
+/// no error and so no recorded status.
+fn attempt_record(
+    id: &str,
+    d: &crate::store::Disposition,
+    log: &AttemptLog,
+    worker: &str,
+) -> crate::store::AttemptRecord {
+    use crate::store::Disposition;
+    let (result, output) = match d {
+        Disposition::Done => ("done", None),
+        Disposition::Retry { error, .. } => ("retry", Some(error.clone())),
+        Disposition::Dead { error } => ("dead", Some(error.clone())),
+    };
+    let target_status = output
+        .as_deref()
+        .and_then(|e| e.strip_prefix("target answered "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<i32>().ok());
+    crate::store::AttemptRecord {
+        event_id: id.to_string(),
+        attempt: log.attempt,
+        started_at: log.started_at,
+        duration_us: i64::try_from(log.duration.as_micros()).unwrap_or(i64::MAX),
+        result: result.to_string(),
+        target_status,
+        output,
+        worker: worker.to_string(),
+    }
+}
 
 impl Finisher {
     pub fn start(store: std::sync::Arc<dyn crate::store::Store>, worker: String) -> Finisher {
@@ -225,16 +267,30 @@ impl Finisher {
                     }
                     let items: Vec<_> = jobs
                         .iter()
-                        .map(|(id, d, _)| (id.clone(), d.clone()))
+                        .map(|(id, d, _, _)| (id.clone(), d.clone()))
                         .collect();
                     match store.finish(&worker, &items, std::time::SystemTime::now()) {
                         Ok(results) => {
-                            for ((_, _, reply), ok) in jobs.into_iter().zip(results) {
+                            // History of the attempts whose result counted;
+                            // losing it loses no delivery, so only warn.
+                            let records: Vec<_> = jobs
+                                .iter()
+                                .zip(&results)
+                                .filter(|(_, ok)| **ok)
+                                .map(|((id, d, log, _), _)| attempt_record(id, d, log, &worker))
+                                .collect();
+                            if let Err(e) = store.record_attempts(&records) {
+                                log::warn!(
+                                    "delivery: cannot keep the history of {} attempt(s): {e}",
+                                    records.len()
+                                );
+                            }
+                            for ((_, _, _, reply), ok) in jobs.into_iter().zip(results) {
                                 let _ = reply.send(Ok(ok));
                             }
                         }
                         Err(e) => {
-                            for (_, _, reply) in jobs {
+                            for (_, _, _, reply) in jobs {
                                 let _ = reply.send(Err(e.clone()));
                             }
                         }
@@ -252,10 +308,11 @@ impl Finisher {
         &self,
         id: String,
         d: crate::store::Disposition,
+        log: AttemptLog,
     ) -> Result<bool, crate::store::StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send((id, d, reply))
+            .send((id, d, log, reply))
             .map_err(|_| crate::store::StoreError::Unavailable("finisher stopped".into()))?;
         rx.await
             .map_err(|_| crate::store::StoreError::Unavailable("finisher stopped".into()))?

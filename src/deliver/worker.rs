@@ -154,6 +154,7 @@ async fn deliver_one<C: Context>(
 ) {
     let action = &route.action;
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let attempt = match &action.kind {
         ActionKind::Forward { url, sign_secret } => {
             app.delivery()
@@ -216,7 +217,12 @@ async fn deliver_one<C: Context>(
             log::error!("{head} result=dead-letter error={error:?}");
         }
     }
-    match finisher.finish(ev.id.clone(), disposition).await {
+    let log = super::AttemptLog {
+        attempt: ev.attempts,
+        started_at,
+        duration: elapsed,
+    };
+    match finisher.finish(ev.id.clone(), disposition, log).await {
         Ok(true) => {}
         Ok(false) => log::warn!(
             "deliver hook={} id={}: lease was lost before the result was recorded; another worker owns it now",

@@ -69,6 +69,9 @@ pub async fn handle(
         }
     }
     if role.serves_admin() {
+        if super::ui::is_ui(&path) {
+            return super::ui::handle(app, peer, req).await;
+        }
         let admin = matches!(
             path.as_str(),
             "/healthz" | "/readyz" | "/status" | "/metrics"

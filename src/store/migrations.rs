@@ -10,17 +10,31 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "events",
-    sql: include_str!("../../migrations/postgres/0001_events.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sql: include_str!("../../migrations/postgres/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "attempts",
+        sql: include_str!("../../migrations/postgres/0002_attempts.sql"),
+    },
+];
 
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "events",
-    sql: include_str!("../../migrations/sqlite/0001_events.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sql: include_str!("../../migrations/sqlite/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "attempts",
+        sql: include_str!("../../migrations/sqlite/0002_attempts.sql"),
+    },
+];
 
 /// The newest version in a list.
 pub fn latest(list: &[Migration]) -> i32 {

@@ -228,6 +228,55 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
+/// One page of the console's event list: newest first, by id cursor.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    pub hook_id: Option<String>,
+    pub state: Option<EventState>,
+    pub event_type: Option<String>,
+    pub delivery_id: Option<String>,
+    /// Received at or after.
+    pub since: Option<SystemTime>,
+    /// Received before.
+    pub until: Option<SystemTime>,
+    /// Only ids below this one (the cursor of the previous page).
+    pub before: Option<String>,
+    /// Only ids above this one (live updates: what is new since the top row).
+    pub after: Option<String>,
+    pub limit: usize,
+    /// Examine at most this many of the newest ids in range for matches, so
+    /// a filter that matches little never scans the whole table; the page
+    /// then says where to continue.
+    pub scan: usize,
+}
+
+/// A page of events and where the next (older) one starts.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub events: Vec<EventRecord>,
+    /// Continue below this id; None when nothing older is in range.
+    pub next: Option<String>,
+    /// The page is short because the scan window ended, not the range.
+    pub window_ended: bool,
+}
+
+/// One delivery attempt, as kept for the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub event_id: String,
+    /// 1 for the first attempt (again 1 after a replay).
+    pub attempt: i32,
+    pub started_at: SystemTime,
+    pub duration_us: i64,
+    /// "done", "retry" or "dead".
+    pub result: String,
+    /// The HTTP status the target answered, when it answered.
+    pub target_status: Option<i32>,
+    /// The error, or what the target or command said.
+    pub output: Option<String>,
+    pub worker: String,
+}
+
 /// Which events to put back in the queue.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
@@ -328,6 +377,49 @@ pub trait Store: Send + Sync + 'static {
         batch: u32,
     ) -> Result<usize, StoreError>;
     fn counts(&self) -> Result<Counts, StoreError>;
+    /// A page of the event list (see [`PageQuery`]).
+    fn page(&self, q: &PageQuery) -> Result<Page, StoreError>;
+    /// Keep the records of finished attempts (those whose event still exists).
+    fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError>;
+    /// The attempts of one event, oldest first.
+    fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+}
+
+/// How a page query is run, decided once for both engines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PagePlan {
+    /// One event by hook and delivery id (the unique key).
+    Exact,
+    /// A small partial index covers the state (dead, pending, delivering):
+    /// read it in id order, no window needed.
+    StateIndex,
+    /// Range of the primary key, limited to a window of `scan` ids.
+    Window,
+}
+
+pub(crate) fn page_plan(q: &PageQuery) -> PagePlan {
+    if q.hook_id.is_some() && q.delivery_id.is_some() {
+        PagePlan::Exact
+    } else if matches!(
+        q.state,
+        Some(EventState::Dead | EventState::Pending | EventState::Delivering)
+    ) {
+        PagePlan::StateIndex
+    } else {
+        PagePlan::Window
+    }
+}
+
+/// The id range of a page query as (lower inclusive, upper exclusive,
+/// lower exclusive) bounds, strings compared as ids.
+pub(crate) fn page_bounds(q: &PageQuery) -> (Option<String>, Option<String>, Option<String>) {
+    let since = q.since.map(crate::id::time_bound);
+    let until = q.until.map(crate::id::time_bound);
+    let upper = match (until, q.before.clone()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    (since, upper, q.after.clone())
 }
 
 /// Columns written by `finish`: state, next attempt time, last error.

@@ -20,6 +20,7 @@ use crate::id::time_bound;
 use super::{
     disposition_columns, Cause, Claimed, Counts, Disposition, EventState, Headers, ReplayFilter,
 };
+use super::{page_bounds, page_plan, AttemptRecord, Page, PagePlan, PageQuery};
 use super::{redact_url, BatchSink, EventRecord, ListQuery, NewEvent, Outcome, Store, StoreError};
 use crate::config::StoreConfig;
 
@@ -588,5 +589,161 @@ impl Store for PgStore {
         rec.headers = Headers::from_json(r.try_get(10).map_err(map_err)?);
         rec.body = Some(r.try_get(11).map_err(map_err)?);
         Ok(Some(rec))
+    }
+
+    fn page(&self, q: &PageQuery) -> Result<Page, StoreError> {
+        let mut c = self.conn()?;
+        page(&mut c, q)
+    }
+
+    fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn()?;
+        let mut tx = c.transaction().map_err(map_err)?;
+        // Bookkeeping like `finish`: losing it in a crash loses history only.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .map_err(map_err)?;
+        let st = tx
+            .prepare(
+                "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM events WHERE id = $1)",
+            )
+            .map_err(map_err)?;
+        for a in items {
+            tx.execute(
+                &st,
+                &[
+                    &a.event_id,
+                    &a.attempt,
+                    &a.started_at,
+                    &a.duration_us,
+                    &a.result,
+                    &a.target_status,
+                    &a.output,
+                    &a.worker,
+                ],
+            )
+            .map_err(map_err)?;
+        }
+        tx.commit().map_err(map_err)
+    }
+
+    fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        let mut c = self.conn()?;
+        let rows = c
+            .query(
+                "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker \
+                 FROM attempts WHERE event_id = $1 ORDER BY started_at",
+                &[&event_id],
+            )
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    event_id: r.try_get(0).map_err(map_err)?,
+                    attempt: r.try_get(1).map_err(map_err)?,
+                    started_at: r.try_get(2).map_err(map_err)?,
+                    duration_us: r.try_get(3).map_err(map_err)?,
+                    result: r.try_get(4).map_err(map_err)?,
+                    target_status: r.try_get(5).map_err(map_err)?,
+                    output: r.try_get(6).map_err(map_err)?,
+                    worker: r.try_get(7).map_err(map_err)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The console's list query; the same plan as the embedded store's (see
+/// `sqlite::page`): an id range, filters checked within a window of at most
+/// `q.scan` ids, the state as a literal so its partial index can be used.
+fn page(c: &mut Conn, q: &PageQuery) -> Result<Page, StoreError> {
+    use postgres::types::ToSql;
+    let limit = q.limit.clamp(1, 1000);
+    let (lower, upper, after) = page_bounds(q);
+    let mut range: Vec<(&str, String)> = Vec::new();
+    if let Some(l) = lower {
+        range.push(("id >=", l));
+    }
+    if let Some(u) = upper {
+        range.push(("id <", u));
+    }
+    if let Some(a) = after {
+        range.push(("id >", a));
+    }
+    let plan = page_plan(q);
+    let mut window_low = None;
+    if plan == PagePlan::Window {
+        let scan = q.scan.max(limit) as i64;
+        let mut conds = Vec::new();
+        let mut vals: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        for (c, v) in &range {
+            vals.push(v);
+            conds.push(format!("{c} ${}", vals.len()));
+        }
+        vals.push(&scan);
+        let sql = format!(
+            "SELECT count(*), min(id) FROM (SELECT id FROM events WHERE {} ORDER BY id DESC LIMIT ${})",
+            where_sql(conds),
+            vals.len()
+        );
+        let row = c.query_one(&sql, &vals).map_err(map_err)?;
+        let n: i64 = row.try_get(0).map_err(map_err)?;
+        if n >= scan {
+            window_low = row.try_get::<_, Option<String>>(1).map_err(map_err)?;
+        }
+    }
+    let mut text: Vec<(&str, String)> = range;
+    if let Some(w) = &window_low {
+        text.push(("id >=", w.clone()));
+    }
+    if let Some(h) = &q.hook_id {
+        text.push(("hook_id =", h.clone()));
+    }
+    if let Some(d) = &q.delivery_id {
+        text.push(("delivery_id =", d.clone()));
+    }
+    if let Some(t) = &q.event_type {
+        text.push(("event_type =", t.clone()));
+    }
+    let take = limit as i64 + 1;
+    let mut conds = Vec::new();
+    let mut vals: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    for (c, v) in &text {
+        vals.push(v);
+        conds.push(format!("{c} ${}", vals.len()));
+    }
+    if let Some(st) = q.state {
+        conds.push(format!("state = '{}'", st.as_str()));
+    }
+    vals.push(&take);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE {} ORDER BY id DESC LIMIT ${}",
+        where_sql(conds),
+        vals.len()
+    );
+    let rows = c.query(&sql, &vals).map_err(map_err)?;
+    let mut events = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let next = if more {
+        events.last().map(|e| e.id.clone())
+    } else {
+        window_low.clone()
+    };
+    Ok(Page {
+        events,
+        next,
+        window_ended: !more && window_low.is_some(),
+    })
+}
+
+fn where_sql(conds: Vec<String>) -> String {
+    if conds.is_empty() {
+        "true".into()
+    } else {
+        conds.join(" AND ")
     }
 }

@@ -16,6 +16,7 @@ use crate::id::time_bound;
 
 use super::{disposition_columns, Claimed, Counts, Disposition, Headers, NewEvent, ReplayFilter};
 use super::{from_micros, to_micros, BatchSink, EventRecord, ListQuery, Outcome, Store};
+use super::{page_bounds, page_plan, AttemptRecord, Page, PagePlan, PageQuery};
 use super::{Cause, EventState, StoreError};
 
 pub struct SqliteStore {
@@ -473,5 +474,164 @@ impl Store for SqliteStore {
             }
             Ok(c)
         })
+    }
+
+    fn page(&self, q: &PageQuery) -> Result<Page, StoreError> {
+        self.with_conn(|conn| page(conn, q))
+    }
+
+    fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.with_conn(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker) \
+                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM events WHERE id = ?1)",
+                    )
+                    .map_err(map_err)?;
+                for a in items {
+                    st.execute(params![
+                        a.event_id,
+                        a.attempt,
+                        to_micros(a.started_at),
+                        a.duration_us,
+                        a.result,
+                        a.target_status,
+                        a.output,
+                        a.worker
+                    ])
+                    .map_err(map_err)?;
+                }
+            }
+            tx.commit().map_err(map_err)
+        })
+    }
+
+    fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.with_conn(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker \
+                     FROM attempts WHERE event_id = ?1 ORDER BY started_at, rowid",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![event_id], |r| {
+                    Ok(AttemptRecord {
+                        event_id: r.get(0)?,
+                        attempt: r.get(1)?,
+                        started_at: from_micros(r.get(2)?),
+                        duration_us: r.get(3)?,
+                        result: r.get(4)?,
+                        target_status: r.get(5)?,
+                        output: r.get(6)?,
+                        worker: r.get(7)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+    }
+}
+
+/// The console's list query. The id range comes first (the primary key);
+/// filters are checked row by row within a window of at most `q.scan` ids,
+/// so a page costs the same on a table of any size. `+hook_id` keeps
+/// SQLite from sorting a whole hook's rows out of the (hook, delivery)
+/// index instead of walking ids newest first.
+fn page(conn: &Connection, q: &PageQuery) -> Result<Page, StoreError> {
+    use rusqlite::types::Value;
+    let limit = q.limit.clamp(1, 1000);
+    let (lower, upper, after) = page_bounds(q);
+    let mut range: Vec<(&str, Value)> = Vec::new();
+    if let Some(l) = lower {
+        range.push(("id >= ?", Value::Text(l)));
+    }
+    if let Some(u) = upper {
+        range.push(("id < ?", Value::Text(u)));
+    }
+    if let Some(a) = after {
+        range.push(("id > ?", Value::Text(a)));
+    }
+    let mut conds: Vec<(String, Value)> = range
+        .iter()
+        .map(|(c, v)| (c.to_string(), v.clone()))
+        .collect();
+    let plan = page_plan(q);
+    if let Some(h) = &q.hook_id {
+        let c = if plan == PagePlan::Exact {
+            "hook_id = ?"
+        } else {
+            "+hook_id = ?"
+        };
+        conds.push((c.into(), Value::Text(h.clone())));
+    }
+    if let Some(d) = &q.delivery_id {
+        conds.push(("delivery_id = ?".into(), Value::Text(d.clone())));
+    }
+    if let Some(t) = &q.event_type {
+        conds.push(("event_type = ?".into(), Value::Text(t.clone())));
+    }
+    // A literal, not a parameter: only then can SQLite use the partial
+    // index of that state (the value is one of the enum's names).
+    let state_cond = q.state.map(|st| format!("state = '{}'", st.as_str()));
+    let mut window_low = None;
+    if plan == PagePlan::Window {
+        let scan = q.scan.max(limit);
+        let wsql = format!(
+            "SELECT count(*), min(id) FROM (SELECT id FROM events WHERE {} ORDER BY id DESC LIMIT ?)",
+            where_sql(range.iter().map(|(c, _)| c.to_string()))
+        );
+        let mut vals: Vec<Value> = range.iter().map(|(_, v)| v.clone()).collect();
+        vals.push(Value::Integer(scan as i64));
+        let (n, low): (i64, Option<String>) = conn
+            .query_row(&wsql, rusqlite::params_from_iter(vals), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(map_err)?;
+        if n as usize >= scan {
+            window_low = low;
+        }
+    }
+    if let Some(w) = &window_low {
+        conds.push(("id >= ?".into(), Value::Text(w.clone())));
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE {} ORDER BY id DESC LIMIT ?",
+        where_sql(conds.iter().map(|(c, _)| c.clone()).chain(state_cond))
+    );
+    let mut vals: Vec<Value> = conds.into_iter().map(|(_, v)| v).collect();
+    vals.push(Value::Integer(limit as i64 + 1));
+    let mut st = conn.prepare(&sql).map_err(map_err)?;
+    let rows = st
+        .query_map(rusqlite::params_from_iter(vals), record)
+        .map_err(map_err)?;
+    let mut events = rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let next = if more {
+        events.last().map(|e| e.id.clone())
+    } else {
+        window_low.clone()
+    };
+    Ok(Page {
+        events,
+        next,
+        window_ended: !more && window_low.is_some(),
+    })
+}
+
+fn where_sql(conds: impl Iterator<Item = String>) -> String {
+    let v: Vec<String> = conds.collect();
+    if v.is_empty() {
+        "1".into()
+    } else {
+        v.join(" AND ")
     }
 }

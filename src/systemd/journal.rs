@@ -75,6 +75,11 @@ pub fn set_level(level: log::LevelFilter) {
     log::set_max_level(level);
 }
 
+/// Log target for lines that are notices (priority 5): normal but
+/// significant, such as a replay an operator asked for. The `log` crate has
+/// no notice level, so these are `info` lines with this target.
+pub const NOTICE: &str = "webhookd::notice";
+
 /// syslog(3) priority of a log level.
 fn priority(level: log::Level) -> u8 {
     match level {
@@ -99,7 +104,12 @@ impl log::Log for Logger {
         match &self.sink {
             Sink::Journal => {
                 // One write per line so concurrent lines never interleave.
-                let line = format!("<{}>{}\n", priority(r.level()), r.args());
+                let prio = if r.target() == NOTICE {
+                    5
+                } else {
+                    priority(r.level())
+                };
+                let line = format!("<{prio}>{}\n", r.args());
                 let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
             Sink::Stderr => {
@@ -113,6 +123,7 @@ impl log::Log for Logger {
                     let _ = match r.level() {
                         log::Level::Error => l.err(msg),
                         log::Level::Warn => l.warning(msg),
+                        log::Level::Info if r.target() == NOTICE => l.notice(msg),
                         log::Level::Info => l.info(msg),
                         _ => l.debug(msg),
                     };
