@@ -265,7 +265,16 @@ fn hostile_bodies_and_headers_render_as_text() {
 }
 
 #[test]
-fn list_pages_by_cursor_and_filters() {
+fn list_pages_by_cursor_and_filters_sqlite() {
+    list_pages_by_cursor_and_filters(Kind::Sqlite);
+}
+
+#[test]
+fn list_pages_by_cursor_and_filters_postgres() {
+    list_pages_by_cursor_and_filters(Kind::Postgres);
+}
+
+fn list_pages_by_cursor_and_filters(kind: Kind) {
     let env = Env::new("console-list");
     let secret = env.write("secret", SECRET);
     let port = free_port();
@@ -274,7 +283,7 @@ fn list_pages_by_cursor_and_filters() {
         "\n[[hooks]]\nid = \"other\"\nscheme = \"github\"\nsecrets = [\"file:{}\"]\n",
         secret.display()
     );
-    let cfg = config(&addr, &env.sqlite_url(), &secret, "") + &extra_hook;
+    let cfg = config(&addr, &store_url(kind, &env), &secret, "") + &extra_hook;
     let d = Daemon::start(&env, &cfg, &[]);
     let mut ids = Vec::new();
     for i in 0..7 {
@@ -428,13 +437,23 @@ fn session(addr: &str, path: &str) -> (String, String) {
 }
 
 #[test]
-fn replay_needs_token_and_same_origin() {
+fn replay_needs_token_and_same_origin_sqlite() {
+    replay_needs_token_and_same_origin(Kind::Sqlite);
+}
+
+#[test]
+fn replay_needs_token_and_same_origin_postgres() {
+    replay_needs_token_and_same_origin(Kind::Postgres);
+}
+
+fn replay_needs_token_and_same_origin(kind: Kind) {
     let env = Env::new("console-csrf");
+    let url = store_url(kind, &env);
     let secret = env.write("secret", SECRET);
     let addr = format!("127.0.0.1:{}", free_port());
     let sink = Sink::new();
     sink.set_reply(|_, _| (400, vec![], Duration::ZERO));
-    let cfg = config(&addr, &env.sqlite_url(), &secret, "")
+    let cfg = config(&addr, &url, &secret, "")
         .replace("target = \"stderr\"", "target = \"journal\"")
         + &format!(
             "[hooks.action]\ntype = \"forward\"\nurl = \"{}\"\ntimeout = \"2s\"\n[delivery]\npoll_interval = \"100ms\"\nlease_margin = \"1s\"\n",
@@ -444,7 +463,6 @@ fn replay_needs_token_and_same_origin() {
     let r = d.post("gh", "dead-1", b"{\"x\":1}");
     assert_eq!(r.status, 202);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    let url = env.sqlite_url();
     wait_state(&url, "dead-1", "dead", Duration::from_secs(10));
     assert_eq!(sink.count(), 1);
 

@@ -685,7 +685,7 @@ fn page(c: &mut Conn, q: &PageQuery) -> Result<Page, StoreError> {
         }
         vals.push(&scan);
         let sql = format!(
-            "SELECT count(*), min(id) FROM (SELECT id FROM events WHERE {} ORDER BY id DESC LIMIT ${})",
+            "SELECT count(*), min(id) FROM (SELECT id FROM events WHERE {} ORDER BY id DESC LIMIT ${}) AS w",
             where_sql(conds),
             vals.len()
         );
