@@ -54,9 +54,10 @@ pub fn page(title: &str, active: &str, body: &str) -> String {
     let mut out = String::with_capacity(body.len() + 1024);
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
-    out.push_str("<meta name=\"referrer\" content=\"no-referrer\">");
+    out.push_str("<meta name=\"referrer\" content=\"same-origin\">");
     let _ = write!(out, "<title>{} · webhookd</title>", esc(title));
     out.push_str("<link rel=\"stylesheet\" href=\"/ui/static/ui.css\">");
+    out.push_str("<link rel=\"icon\" href=\"/ui/static/icon.svg\" type=\"image/svg+xml\">");
     out.push_str("<script src=\"/ui/static/ui.js\" defer></script></head><body>");
     out.push_str("<header><a class=\"brand\" href=\"/ui/\">webhookd</a><nav>");
     for (href, name) in [

@@ -34,6 +34,7 @@ pub use glance::sampler;
 
 const CSS: &str = include_str!("ui.css");
 const JS: &str = include_str!("ui.js");
+const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#2b6cb0\"/><path d=\"M3 5l2.5 7 2.5-5 2.5 5L13 5\" stroke=\"#fff\" stroke-width=\"1.6\" fill=\"none\"/></svg>";
 
 const COOKIE: &str = "webhookd_ui";
 /// Most events replayed by one POST.
@@ -96,6 +97,7 @@ pub async fn handle(
         "/ui/replay" => return method_not_allowed("POST"),
         "/ui/static/ui.css" => asset(CSS, "text/css; charset=utf-8"),
         "/ui/static/ui.js" => asset(JS, "text/javascript; charset=utf-8"),
+        "/ui/static/icon.svg" => asset(ICON, "image/svg+xml"),
         p => match p.strip_prefix("/ui/events/") {
             Some(rest) => {
                 let (id, raw) = match rest.strip_suffix("/raw") {
@@ -299,9 +301,7 @@ fn same_origin(h: &HeaderMap) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "cross-origin request (Origin {} for host {})",
-            html::esc(origin),
-            html::esc(host)
+            "cross-origin request (Origin {origin:?} for host {host:?})"
         ))
     }
 }
@@ -521,9 +521,11 @@ fn secure(mut r: Response<Body>) -> Response<Body> {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // same-origin, not no-referrer: under no-referrer browsers send
+    // `Origin: null` with a form's POST, which the Origin check refuses.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
