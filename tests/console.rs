@@ -366,6 +366,19 @@ fn list_pages_by_cursor_and_filters(kind: Kind) {
         .text()
         .collect();
     assert_eq!(accepted, "7");
+    // No page shows a hook's secret, plain or escaped.
+    for path in [
+        "/ui/",
+        "/ui/glance",
+        "/ui/dead",
+        &format!("/ui/events/{}", ids[0].1),
+    ] {
+        let t = get(&addr, path).text();
+        assert!(
+            !t.contains(SECRET) && !t.contains(&SECRET.replace('\'', "&#39;")),
+            "{path}"
+        );
+    }
     drop(d);
 }
 

@@ -39,6 +39,8 @@ const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 1
 const COOKIE: &str = "webhookd_ui";
 /// Most events replayed by one POST.
 const REPLAY_MAX: usize = 1000;
+/// Most ids a list page examines for matches (see `PageQuery::scan`).
+pub(crate) const SCAN: usize = 20_000;
 /// Largest form accepted.
 const FORM_LIMIT: u64 = 64 * 1024;
 
@@ -409,7 +411,7 @@ impl Query {
             before: some(&self.before).filter(|s| valid_id(s)),
             after: some(&self.after).filter(|s| valid_id(s)),
             limit,
-            scan: 20_000,
+            scan: SCAN,
         }
     }
 

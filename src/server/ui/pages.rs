@@ -120,7 +120,7 @@ fn pager(path: &str, q: &Query, page: &Page) -> String {
         );
     }
     if page.window_ended {
-        s.push_str("No more matches in this stretch of 20,000 events. ");
+        let _ = write!(s, "No more matches among these {} events. ", super::SCAN);
     }
     if let Some(next) = &page.next {
         let sep = if filters.is_empty() { "" } else { "&" };
