@@ -476,11 +476,15 @@ fn replay_needs_token_and_same_origin(kind: Kind) {
     let r = d.post("gh", "dead-1", b"{\"x\":1}");
     assert_eq!(r.status, 202);
     let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = d.post("gh", "dead-2", b"{\"x\":2}");
+    let id2 = r.json()["id"].as_str().unwrap().to_string();
     wait_state(&url, "dead-1", "dead", Duration::from_secs(10));
-    assert_eq!(sink.count(), 1);
+    wait_state(&url, "dead-2", "dead", Duration::from_secs(10));
+    assert_eq!(sink.count(), 2);
 
     let (cookie, token) = session(&addr, "/ui/dead");
-    let form = format!("token={token}&id={id}");
+    // A selection of two, as the dead-letters form sends it.
+    let form = format!("token={token}&id={id}&id={id2}");
     let origin = format!("http://{addr}");
     let post = |headers: Vec<(String, String)>, body: &str| {
         let mut h = vec![(
@@ -533,7 +537,8 @@ fn replay_needs_token_and_same_origin(kind: Kind) {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(state_of(&url, "dead-1").unwrap().0, "dead");
-    assert_eq!(sink.count(), 1, "nothing was replayed");
+    assert_eq!(state_of(&url, "dead-2").unwrap().0, "dead");
+    assert_eq!(sink.count(), 2, "nothing was replayed");
     let log = d.log_text();
     assert!(log.contains("replay refused"), "{log}");
 
@@ -541,16 +546,17 @@ fn replay_needs_token_and_same_origin(kind: Kind) {
     sink.set_reply(|_, _| (200, vec![], Duration::ZERO));
     let r = post(vec![c(), o(&origin)], &form);
     assert_eq!(r.status, 303, "{}", r.text());
-    assert_eq!(r.header("location"), Some("/ui/dead?replayed=1"));
+    assert_eq!(r.header("location"), Some("/ui/dead?replayed=2"));
     wait_state(&url, "dead-1", "done", Duration::from_secs(10));
-    assert_eq!(sink.count(), 2);
+    wait_state(&url, "dead-2", "done", Duration::from_secs(10));
+    assert_eq!(sink.count(), 4);
     let log = d.log_text();
     let notice = log
         .lines()
         .find(|l| l.contains("console: replay requested"))
         .unwrap_or_else(|| panic!("no replay line in {log}"));
     assert!(notice.starts_with("<5>"), "logged at notice: {notice}");
-    assert!(notice.contains(&id), "{notice}");
+    assert!(notice.contains(&id) && notice.contains(&id2), "{notice}");
 
     // The event page shows both attempts: the refused one and the delivery.
     let page = get(&addr, &format!("/ui/events/{id}"));
