@@ -726,3 +726,323 @@ pub fn cli_sign(
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// Database outages (tests/pg_outage.rs, tests/store_bounds.rs): a private
+// PostgreSQL cluster that a test may freeze (SIGSTOP) or stop without
+// disturbing the shared one other tests use, and a steady load client.
+// ---------------------------------------------------------------------------
+
+/// A PostgreSQL cluster of one test's own, under the test's directory.
+/// Dropping it always thaws it first (SIGCONT), then stops it, so a failed
+/// assertion during a freeze never leaves stopped processes behind.
+pub struct PrivatePg {
+    pub root: PathBuf,
+    pub port: u16,
+    extra: Vec<String>,
+    frozen: AtomicBool,
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let dir = std::env::var("WEBHOOKD_TEST_PGBIN")
+        .expect("WEBHOOKD_TEST_PGBIN is not set: run the tests with scripts/test");
+    Path::new(&dir).join(name)
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// Run a PostgreSQL tool as the `postgres` user when we are root (initdb and
+/// the server refuse to run as root).
+fn as_postgres(tool: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(pg_bin(tool));
+        c
+    } else {
+        Command::new(pg_bin(tool))
+    };
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
+}
+
+impl PrivatePg {
+    /// initdb and start a cluster; `settings` are `name=value` server settings.
+    pub fn start(env: &Env, settings: &[&str]) -> PrivatePg {
+        let root = env.path("pg");
+        std::fs::create_dir_all(&root).unwrap();
+        if running_as_root() {
+            let st = Command::new("chown")
+                .arg("postgres:")
+                .arg(&root)
+                .status()
+                .unwrap();
+            assert!(st.success(), "chown postgres {}", root.display());
+        }
+        let data = root.join("data");
+        let out = as_postgres(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pg = PrivatePg {
+            root,
+            port: free_port(),
+            extra: settings.iter().map(|s| s.to_string()).collect(),
+            frozen: AtomicBool::new(false),
+        };
+        pg.start_server();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.root.join("data").display().to_string()
+    }
+
+    /// Start the (stopped) server again.
+    pub fn start_server(&self) {
+        let mut opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.root.display()
+        );
+        for s in &self.extra {
+            opts.push_str(&format!(" -c {s}"));
+        }
+        let log = self.root.join("server.log").display().to_string();
+        let out = as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "-l", &log, "-w", "-o", &opts, "start"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Stop the server (`-m fast`, what an operator's restart does).
+    pub fn stop_server(&self) {
+        self.thaw();
+        let _ = as_postgres("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A fresh database; `setup` is SQL run in it first (as the superuser).
+    pub fn db(&self, setup: &str) -> String {
+        let name = format!("t{}", COUNTER.fetch_add(1, Ordering::SeqCst));
+        let mut c = postgres::Client::connect(&self.admin_url(), postgres::NoTls).unwrap();
+        // `local`: the test's own commits must not wait for a synchronous
+        // standby that a test configured never to answer.
+        c.batch_execute("SET synchronous_commit = local").unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let url = format!("postgres://postgres@127.0.0.1:{}/{name}", self.port);
+        if !setup.is_empty() {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            c.batch_execute("SET synchronous_commit = local").unwrap();
+            c.batch_execute(setup).unwrap();
+        }
+        url
+    }
+
+    /// The postmaster and every process it forked.
+    pub fn pids(&self) -> Vec<i32> {
+        let pidfile = self.root.join("data/postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(pidfile) else {
+            return Vec::new();
+        };
+        let Some(master) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut out = vec![master];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(master) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// SIGSTOP the whole cluster: it accepts TCP connections (the kernel
+    /// does) but never answers, like a hung server or a lost network path.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
+        }
+    }
+
+    pub fn thaw(&self) {
+        if self.frozen.swap(false, Ordering::SeqCst) {
+            for pid in self.pids() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGCONT,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+/// What a load client saw: per delivery id, the status (0 = no answer)
+/// and the latency.
+#[derive(Debug, Default, Clone)]
+pub struct LoadResult {
+    pub sent: Vec<(String, u16, Duration, bool)>,
+}
+
+impl LoadResult {
+    /// Delivery ids answered 2xx.
+    pub fn acked(&self) -> Vec<String> {
+        self.sent
+            .iter()
+            .filter(|(_, s, _, _)| (200..300).contains(s))
+            .map(|(d, ..)| d.clone())
+            .collect()
+    }
+
+    pub fn failed(&self) -> Vec<(String, u16, Duration)> {
+        self.sent
+            .iter()
+            .filter(|(_, s, _, _)| !(200..300).contains(s))
+            .map(|(d, s, t, _)| (d.clone(), *s, *t))
+            .collect()
+    }
+
+    pub fn max_latency(&self) -> Duration {
+        self.sent.iter().map(|x| x.2).max().unwrap_or_default()
+    }
+
+    pub fn spooled(&self) -> usize {
+        self.sent.iter().filter(|x| x.3).count()
+    }
+}
+
+/// `clients` threads posting signed GitHub deliveries (`{prefix}-{client}-{n}`)
+/// to hook `gh` back to back, each pausing `pause` between requests, until
+/// `stop` is set.
+pub fn load(
+    addr: &str,
+    prefix: &str,
+    clients: usize,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<LoadResult> {
+    let (addr, prefix) = (addr.to_string(), prefix.to_string());
+    std::thread::spawn(move || {
+        let threads: Vec<_> = (0..clients)
+            .map(|c| {
+                let (addr, prefix, stop) = (addr.clone(), prefix.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut out = Vec::new();
+                    let mut n = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let d = format!("{prefix}-{c}-{n}");
+                        n += 1;
+                        let body = format!(r#"{{"load":"{d}"}}"#);
+                        let t = Instant::now();
+                        let r = request(
+                            &addr,
+                            "POST",
+                            "/hooks/gh",
+                            &github_headers(&d, body.as_bytes(), SECRET),
+                            body.as_bytes(),
+                        );
+                        let (status, spooled) = match r {
+                            Ok(r) => {
+                                let sp = r.status == 202 && r.text().contains("\"spooled\":true");
+                                (r.status, sp)
+                            }
+                            Err(_) => (0, false),
+                        };
+                        out.push((d, status, t.elapsed(), spooled));
+                        std::thread::sleep(pause);
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut all = LoadResult::default();
+        for t in threads {
+            all.sent.extend(t.join().unwrap());
+        }
+        all
+    })
+}
+
+/// Delivery ids stored in a PostgreSQL database, with how often each is there.
+pub fn pg_delivery_counts(url: &str) -> std::collections::HashMap<String, i64> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    c.query(
+        "SELECT delivery_id, count(*) FROM events GROUP BY delivery_id",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Wait until `f` holds, or panic with `what`.
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} (waited {limit:?})");
+}
