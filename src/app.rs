@@ -238,4 +238,7 @@ impl crate::deliver::Context for App {
     fn settings(&self) -> DeliveryConfig {
         self.live().config.delivery.clone()
     }
+    fn schema_ready(&self) -> bool {
+        self.writer.status.schema_ready()
+    }
 }

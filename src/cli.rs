@@ -131,7 +131,10 @@ impl CliError {
             CliError::Bind(B::Listen(_)) => 78,
             CliError::Bind(_) => 71,
             CliError::Serve(S::Invalid(_)) => 78,
-            CliError::Serve(S::Store(StoreError::BadUrl(_))) => 78,
+            CliError::Serve(S::Store(
+                StoreError::BadUrl(_) | StoreError::SpoolForOtherStore { .. },
+            )) => 78,
+            CliError::Serve(S::Store(StoreError::SpoolLocked { .. })) => 75,
             CliError::Serve(S::Store(_)) => 69,
             CliError::Serve(_) => 70,
             CliError::Activation(_) => 71,
@@ -505,7 +508,11 @@ fn open_existing_with_config(
     path: &std::path::Path,
 ) -> Result<(Config, Arc<dyn store::Store>), CliError> {
     let cfg = Config::load(path)?;
-    let s = store::open(&cfg.store)?;
+    // An operator's command (a replay of many dead letters, a long list) may
+    // take longer than an ingest batch: bound it generously instead.
+    let mut sc = cfg.store.clone();
+    sc.write_timeout = sc.write_timeout.max(std::time::Duration::from_secs(300));
+    let s = store::open(&sc)?;
     s.check_schema()?;
     Ok((cfg, s))
 }

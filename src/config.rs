@@ -248,9 +248,13 @@ pub struct StoreConfig {
     pub writers: usize,
     /// Most events committed in one transaction.
     pub batch_max: usize,
+    /// Most bytes (bodies and headers) committed in one transaction; a
+    /// single larger event still goes alone.
+    pub batch_max_bytes: usize,
     /// Requests that may wait for a writer; when full, new ones get 503 at once.
     pub queue_capacity: usize,
-    /// PostgreSQL connection pool size (writers + readers).
+    /// PostgreSQL connection pool size; 0 = automatic (writers, the spool
+    /// drain, and 4 for pings, counts, claims and results).
     pub pool_size: u32,
     /// How long to wait for a database connection before giving up.
     #[serde(deserialize_with = "de_duration")]
@@ -259,6 +263,12 @@ pub struct StoreConfig {
     /// stuck, and the systemd watchdog stops being fed.
     #[serde(deserialize_with = "de_duration")]
     pub stall_timeout: Duration,
+    /// PostgreSQL: a batch not committed within this time is treated as
+    /// "unavailable" (its events are spooled, or answered 503); every other
+    /// statement is bounded by it too (`statement_timeout` is one second
+    /// more, so the server frees the session soon after we gave up).
+    #[serde(deserialize_with = "de_duration")]
+    pub write_timeout: Duration,
     /// PostgreSQL only: where to keep deliveries while the database is
     /// unreachable. "auto" = `spool.db` in the state directory
     /// ($STATE_DIRECTORY or /var/lib/webhookd) if it exists; "off"; or a path.
@@ -267,16 +277,47 @@ pub struct StoreConfig {
     pub spool_max_events: usize,
 }
 
+impl StoreConfig {
+    /// Writer threads for this store (`writers = 0` means 1 for the
+    /// embedded store, 2 for PostgreSQL).
+    pub fn writer_threads(&self, postgres: bool) -> usize {
+        match self.writers {
+            0 if postgres => 2,
+            0 => 1,
+            n => n,
+        }
+    }
+
+    /// The smallest PostgreSQL pool that works: each writer and the spool
+    /// drain keep one connection, and the store monitor, the dispatcher's
+    /// claims and its results need at least two more between them.
+    pub fn pool_size_needed(&self) -> u32 {
+        let held = self.writer_threads(true) + usize::from(self.spool != "off");
+        u32::try_from(held + 2).unwrap_or(u32::MAX)
+    }
+
+    /// The PostgreSQL pool size to use (`pool_size = 0`: automatic, with
+    /// room for retention sweeps and CLI-like readers besides the minimum).
+    pub fn effective_pool_size(&self) -> u32 {
+        match self.pool_size {
+            0 => self.pool_size_needed().saturating_add(2),
+            n => n,
+        }
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite:///var/lib/webhookd/events.db".into(),
             writers: 0,
             batch_max: 256,
+            batch_max_bytes: 8 * 1024 * 1024,
             queue_capacity: 4096,
-            pool_size: 4,
+            pool_size: 0,
             connect_timeout: Duration::from_millis(700),
             stall_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(2),
             spool: "auto".into(),
             spool_max_events: 100_000,
         }
@@ -791,10 +832,33 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        if self.store.pool_size == 0 {
+        if self.store.batch_max_bytes == 0 {
+            return Err(invalid(
+                "store.batch_max_bytes".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.store.write_timeout.is_zero()
+            || self.store.write_timeout >= self.server.store_timeout
+        {
+            return Err(invalid(
+                "store.write_timeout".into(),
+                format!(
+                    "must be more than 0 and less than server.store_timeout ({}): a batch that overruns it is spooled, and that must happen before the request gives up",
+                    humantime::format_duration(self.server.store_timeout)
+                ),
+            ));
+        }
+        let needed = self.store.pool_size_needed();
+        if self.is_postgres() && self.store.pool_size != 0 && self.store.pool_size < needed {
             return Err(invalid(
                 "store.pool_size".into(),
-                "must be at least 1".into(),
+                format!(
+                    "{} is too small: {} writer(s){} each hold a connection for good, and pings, counts, claims and results need at least 2 more; use at least {needed}, or 0 to size the pool automatically",
+                    self.store.pool_size,
+                    self.store.writer_threads(true),
+                    if self.store.spool == "off" { "" } else { " and the spool drain" },
+                ),
             ));
         }
         parse_listen(&self.server.listen)
@@ -863,6 +927,10 @@ impl Config {
         Ok(())
     }
 
+    fn is_postgres(&self) -> bool {
+        self.store.url.starts_with("postgres://") || self.store.url.starts_with("postgresql://")
+    }
+
     /// The spool file to use, if any (only for PostgreSQL).
     pub fn spool_path(&self) -> Option<PathBuf> {
         if self.store.url.starts_with("sqlite:") {
@@ -870,18 +938,23 @@ impl Config {
         }
         match self.store.spool.as_str() {
             "off" | "" => None,
-            "auto" => {
-                let dir = std::env::var_os("STATE_DIRECTORY")
-                    .map(|d| {
-                        // systemd may pass several, colon-separated.
-                        let d = d.to_string_lossy().into_owned();
-                        PathBuf::from(d.split(':').next().unwrap_or_default())
-                    })
-                    .unwrap_or_else(|| PathBuf::from("/var/lib/webhookd"));
-                dir.is_dir().then(|| dir.join("spool.db"))
-            }
+            "auto" => Config::default_spool_path(),
             p => Some(PathBuf::from(p)),
         }
+    }
+
+    /// Where `spool = "auto"` puts the spool: `spool.db` in the state
+    /// directory, if that exists. Also where a spool left behind by an
+    /// earlier configuration is looked for at start.
+    pub fn default_spool_path() -> Option<PathBuf> {
+        let dir = std::env::var_os("STATE_DIRECTORY")
+            .map(|d| {
+                // systemd may pass several, colon-separated.
+                let d = d.to_string_lossy().into_owned();
+                PathBuf::from(d.split(':').next().unwrap_or_default())
+            })
+            .unwrap_or_else(|| PathBuf::from("/var/lib/webhookd"));
+        dir.is_dir().then(|| dir.join("spool.db"))
     }
 
     /// The config path from the command line, the environment, or the default.

@@ -4,9 +4,12 @@
 //! on SIGTERM.
 //!
 //! Startup order matters to systemd: sockets are taken before any thread
-//! exists (in `cli::main`, see `server::listen`), the store is opened and
-//! migrated, and only then is READY=1 sent. Connections that arrive
-//! meanwhile wait in the socket's backlog instead of being refused.
+//! exists (in `cli::main`, see `server::listen`), the store and the spool
+//! are opened (the embedded store migrated), and READY=1 is sent.
+//! PostgreSQL is waited for at most one connection attempt and one write:
+//! it is migrated in the background when it answers (`store::bringup`),
+//! and until then deliveries are spooled, or answered 503 quickly without
+//! a spool, with /readyz and STATUS= saying why.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::server::listen::Bound;
 use crate::server::{admin, http};
 use crate::signals::{Event, SignalStream};
-use crate::store::writer::{StoreStatus, Writer, WriterOptions};
+use crate::store::writer::{Writer, WriterOptions};
 use crate::store::{self, StoreError};
 use crate::systemd::{notify, watchdog::Watchdog};
 
@@ -66,13 +69,12 @@ pub fn run(
     result
 }
 
-/// Wait for the store: open and migrate, retrying while it is unreachable.
-/// Returns None if a shutdown signal arrived first.
-async fn prepare_store(
-    config: &Config,
+/// The embedded store is a local file: migrate it before READY=1 (retrying
+/// while it cannot be opened). Returns false if a shutdown signal came first.
+async fn migrate_local(
+    store: &Arc<dyn store::Store>,
     signals: &mut SignalStream,
-) -> Result<Option<Arc<dyn store::Store>>, ServeError> {
-    let store = store::open(&config.store)?;
+) -> Result<bool, ServeError> {
     let mut logged = false;
     loop {
         let s = store.clone();
@@ -84,7 +86,7 @@ async fn prepare_store(
                 if n > 0 {
                     log::info!("store {}: applied {n} migration(s)", store.kind());
                 }
-                return Ok(Some(store));
+                return Ok(true);
             }
             Err(StoreError::Unavailable(e)) => {
                 if !logged {
@@ -97,7 +99,7 @@ async fn prepare_store(
                     ev = signals.next() => {
                         if let Some(Event::Shutdown(sig)) = ev {
                             log::info!("{sig} received while waiting for the store; exiting");
-                            return Ok(None);
+                            return Ok(false);
                         }
                     }
                 }
@@ -115,45 +117,62 @@ async fn serve(
 ) -> Result<(), ServeError> {
     let mut signals = SignalStream::new().map_err(ServeError::Signals)?;
     notify::status("opening the store");
-    let Some(store) = prepare_store(&config, &mut signals).await? else {
+    // No database round trip here: PostgreSQL is migrated in the background
+    // (store::bringup), so READY=1 never waits long for it.
+    let opened = tokio::task::block_in_place(|| store::bringup::open(&config))?;
+    let store = opened.store.clone();
+    let status = opened.status.clone();
+    let postgres = store.kind() == "postgres";
+    if !postgres && !migrate_local(&store, &mut signals).await? {
         return Ok(());
-    };
+    }
 
     let metrics = Arc::new(Metrics::new());
-    let status = Arc::new(StoreStatus::new());
     let threads = match config.store.writers {
         0 => store.default_writers(),
         n => n,
-    };
-    let spool = match config.spool_path() {
-        Some(p) => match crate::store::spool::Spool::open(&p, config.store.spool_max_events) {
-            Ok(s) => {
-                log::info!(
-                    "spool at {} ({} event(s) waiting); used while the store is unreachable",
-                    p.display(),
-                    s.len()
-                );
-                Some(Arc::new(s))
-            }
-            Err(e) => {
-                log::warn!("running without a spool: {e}");
-                None
-            }
-        },
-        None => None,
     };
     let writer = Arc::new(Writer::start(
         store.clone(),
         WriterOptions {
             threads,
             batch_max: config.store.batch_max,
+            batch_max_bytes: config.store.batch_max_bytes,
             queue_capacity: config.store.queue_capacity,
             wedge_file: opts.wedge_file,
-            spool,
+            spool: opened.spool,
+            leftover: opened.leftover,
         },
         metrics.clone(),
         status.clone(),
     )?);
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<StoreError>();
+    let migrate_stop = Arc::new(AtomicBool::new(false));
+    if postgres {
+        let (first_tx, first_rx) = std::sync::mpsc::sync_channel(1);
+        store::bringup::spawn_migrations(
+            store.clone(),
+            status.clone(),
+            migrate_stop.clone(),
+            first_tx,
+            move |e| {
+                let _ = fatal_tx.send(e);
+            },
+        )
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot start the migration thread: {e}").into())
+        })?;
+        // A database that answers is migrated before we serve (no 503 in
+        // the first milliseconds of a normal restart); one that does not
+        // answer within a connection attempt and a write is not waited for.
+        let grace = config.store.connect_timeout + config.store.write_timeout;
+        let _ = tokio::task::block_in_place(|| first_rx.recv_timeout(grace));
+        // A database that answered "no" (schema newer than this build, a
+        // failed migration): do not announce READY=1 for it.
+        if let Ok(e) = fatal_rx.try_recv() {
+            return Err(e.into());
+        }
+    }
 
     let drain_timeout = config.server.drain_timeout;
     let stall_limit = config.store.stall_timeout;
@@ -196,8 +215,17 @@ async fn serve(
     );
     notify::ready(&admin::status_line(&app));
 
+    let mut fatal: Option<StoreError> = None;
     let signal = loop {
-        match signals.next().await {
+        let ev = tokio::select! {
+            ev = signals.next() => ev,
+            Some(e) = fatal_rx.recv() => {
+                log::error!("stopping: the store cannot be used: {e}");
+                fatal = Some(e);
+                break "a fatal store error";
+            }
+        };
+        match ev {
             Some(Event::Reload) => {
                 notify::reloading();
                 match reload(&app) {
@@ -222,6 +250,7 @@ async fn serve(
 
     // Drain: stop accepting, let in-flight requests finish, flush the writer.
     let deadline = Instant::now() + drain_timeout;
+    migrate_stop.store(true, Ordering::Release);
     app.draining.store(true, Ordering::Release);
     notify::stopping("draining in-flight requests");
     log::info!("{signal} received: draining (up to {drain_timeout:?})");
@@ -247,7 +276,10 @@ async fn serve(
         );
     }
     log::logger().flush();
-    Ok(())
+    match fatal {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// Why a reload was refused; the running configuration stays.
@@ -279,6 +311,9 @@ fn try_reload(app: &App) -> Result<Vec<String>, ReloadError> {
         || o.store.writers != n.store.writers
         || o.store.queue_capacity != n.store.queue_capacity
         || o.store.pool_size != n.store.pool_size
+        || o.store.batch_max_bytes != n.store.batch_max_bytes
+        || o.store.write_timeout != n.store.write_timeout
+        || o.store.spool != n.store.spool
     {
         notes.push("[store] changes take effect after a restart".to_string());
     }

@@ -43,6 +43,11 @@ pub struct Metrics {
     /// hooks together: unregistered totals for the console's chart.
     pub delivered_total: Counter<u64, AtomicU64>,
     pub failed_total: Counter<u64, AtomicU64>,
+    /// Events the database refused on their own (the rest of the batch
+    /// was stored).
+    pub store_refused: Counter,
+    /// Spooled events the database refused, set aside in the spool file.
+    pub spool_rejected: Counter,
 }
 
 /// The per-hook outcome counters, cloned into each hook.
@@ -164,6 +169,18 @@ impl Metrics {
             "Events deleted by retention",
             retention_deleted.clone(),
         );
+        let store_refused = Counter::default();
+        registry.register(
+            "store_refused",
+            "Events the database refused on their own (answered 500; the other events of their batch were stored)",
+            store_refused.clone(),
+        );
+        let spool_rejected = Counter::default();
+        registry.register(
+            "spool_rejected",
+            "Spooled events the database refused, set aside in the spool file's spool_rejected table",
+            spool_rejected.clone(),
+        );
         let accepted_total = Counter::default();
         let duplicate_total = Counter::default();
         let rejected_total = Counter::default();
@@ -193,6 +210,8 @@ impl Metrics {
             retention_deleted,
             delivered_total: Counter::default(),
             failed_total: Counter::default(),
+            store_refused,
+            spool_rejected,
         }
     }
 

@@ -205,6 +205,8 @@ def check(a):
         problems.append("the fault never showed: %d failed requests (want >= %d)" % (nfailed, a.min_failed))
     if a.max_fail_latency is not None and r["latency_max_fail"] > a.max_fail_latency:
         problems.append("a refusal took %.2fs (want <= %.1fs)" % (r["latency_max_fail"], a.max_fail_latency))
+    if a.max_latency is not None and r["latency_max"] > a.max_latency:
+        problems.append("an answer took %.2fs (want <= %.1fs)" % (r["latency_max"], a.max_latency))
     if a.min_acked and len(acked) < a.min_acked:
         problems.append("only %d acknowledged (want >= %d)" % (len(acked), a.min_acked))
     if a.processed:
@@ -268,6 +270,7 @@ def main():
     c.add_argument("--min-acked", type=int, default=1)
     c.add_argument("--min-failed", type=int, default=0)
     c.add_argument("--max-fail-latency", type=float)
+    c.add_argument("--max-latency", type=float)
     c.add_argument("--allow-refused", action="store_true")
     c.add_argument("--table")
     sub.add_parser("header")

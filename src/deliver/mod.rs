@@ -43,6 +43,11 @@ pub trait Context: Send + Sync + 'static {
     fn routes(&self) -> Vec<Arc<Route>>;
     /// `[delivery]` as configured now.
     fn settings(&self) -> DeliveryConfig;
+    /// Is the store's schema in place? False while PostgreSQL has not been
+    /// reached since start (nothing to claim yet).
+    fn schema_ready(&self) -> bool {
+        true
+    }
 }
 
 /// A hook's action with its secret resolved.

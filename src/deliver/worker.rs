@@ -99,6 +99,11 @@ async fn dispatch<C: Context>(
     finisher: &Arc<super::Finisher>,
     tasks: &mut JoinSet<()>,
 ) -> Result<bool, crate::store::StoreError> {
+    // Nothing to claim before the migrations ran (PostgreSQL not reached
+    // since start); stored events wait in the database meanwhile.
+    if !app.schema_ready() {
+        return Ok(false);
+    }
     let margin = app.settings().lease_margin;
     let mut more = false;
     for route in app.routes() {

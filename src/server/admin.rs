@@ -72,9 +72,12 @@ pub fn readiness_problems(app: &App) -> Vec<String> {
     p
 }
 
-/// Events waiting in the spool (0 without one).
+/// Events waiting in the spool (0 without one), including a spool left by
+/// an earlier configuration that is being drained.
 pub fn spooled(app: &App) -> usize {
-    app.writer.spool.as_ref().map(|s| s.len()).unwrap_or(0)
+    let len =
+        |s: &Option<std::sync::Arc<crate::store::spool::Spool>>| s.as_ref().map_or(0, |s| s.len());
+    len(&app.writer.spool) + len(&app.writer.leftover)
 }
 
 pub fn store_state(app: &App) -> String {
@@ -118,13 +121,21 @@ pub fn status_line(app: &App) -> String {
         ""
     };
     let c = app.delivery.counts();
+    let mut store = store_state(app);
+    if !app.writer.status.available() {
+        // Say why, briefly (systemctl status shows one line).
+        if let Some(e) = app.writer.status.last_error() {
+            let e: String = e.chars().take(160).collect();
+            store = format!("{store} ({e})");
+        }
+    }
     format!(
         "{draining}accepted {}, duplicates {}, rejected {}; store {} {}; queue {} pending, {} delivering, {} dead",
         m.accepted_total.get(),
         m.duplicate_total.get(),
         m.rejected_total.get(),
         app.store.kind(),
-        store_state(app),
+        store,
         c.pending,
         c.delivering,
         c.dead,

@@ -218,7 +218,13 @@ async fn process(
         Ok(v) => v,
         Err(refused) => return refused,
     };
-    let event = verified.event.clone().unwrap_or_else(|| "unknown".into());
+    // The event type is the sender's text (a header, or the body for some
+    // schemes): stored and logged, so bounded and without control
+    // characters. The body keeps every byte.
+    let event = match verified.event.as_deref() {
+        Some(e) => crate::store::safe_label(e, crate::store::EVENT_TYPE_MAX).into_owned(),
+        None => "unknown".into(),
+    };
     let key = format!("key={}", verified.key_index);
     let delivery = match accept(app, hook, &verified, &body, &event, &key) {
         Ok(d) => d,
@@ -412,6 +418,17 @@ async fn store(app: &App, hook: &Hook, new: NewEvent, key: &str) -> Answer {
             )
             .retry(5);
             a.detail = format!("error=\"{e}\"");
+            a
+        }
+        Ok(Outcome::Refused(why)) | Err(StoreError::Rejected(why)) => {
+            let mut a = Answer::fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the database refused this event, see the server log",
+            );
+            a.detail = format!(
+                "error={:?}",
+                format!("the database refused the event: {why}")
+            );
             a
         }
         Err(e) => {

@@ -6,6 +6,8 @@
 //! [`writer`]) or on `spawn_blocking`, never on a tokio worker, because the
 //! `postgres` client runs its own runtime and must not be nested in ours.
 
+pub mod bringup;
+pub mod deadline;
 mod embedded;
 pub mod migrations;
 pub mod postgres;
@@ -79,6 +81,19 @@ pub enum StoreError {
     /// A statement failed for a reason other than reachability.
     #[error("store query failed: {0}")]
     Query(#[source] Cause),
+    /// The database refused this one event's data (a data exception or a
+    /// constraint); the other events of its batch are not affected.
+    #[error("the database refused the event: {0}")]
+    Rejected(String),
+    #[error("spool {path} is locked by another process (another webhookd using the same spool file?); give each instance its own store.spool")]
+    SpoolLocked { path: String },
+    #[error("spool {path} holds {events} event(s) for {spooled_for}, but store.url is now {current}: set store.url back until the spool has drained, or move the file away to start without it (it is a SQLite file; its events can be inspected with sqlite3)")]
+    SpoolForOtherStore {
+        path: String,
+        events: usize,
+        spooled_for: String,
+        current: String,
+    },
     #[error("migration {version} ({name}) failed: {message}")]
     Migration {
         version: i32,
@@ -170,6 +185,13 @@ impl Headers {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
+
+    /// Bytes of names and values (what a batch's byte budget counts).
+    pub fn byte_len(&self) -> usize {
+        self.0
+            .iter()
+            .fold(0usize, |n, (k, v)| n.saturating_add(k.len() + v.len()))
+    }
 }
 
 /// An event as accepted from the network, before it is stored.
@@ -196,6 +218,8 @@ pub enum Outcome {
     /// Kept in the local spool (PostgreSQL unreachable); moved there later
     /// under the same id.
     Spooled(String),
+    /// Refused by the database on its own (the reason); nothing stored.
+    Refused(String),
 }
 
 /// A stored event as shown by `events list` / `events show`.
@@ -322,9 +346,18 @@ pub struct Counts {
 
 /// Writes batches; one per writer thread, holding that thread's connection.
 pub trait BatchSink: Send {
-    /// Store `events` in one transaction. The result has one entry per event,
-    /// in order. Either the whole batch is durable or none of it is.
+    /// Store `events`. The result has one entry per event, in order: each
+    /// is durable (stored or duplicate) or refused on its own
+    /// ([`Outcome::Refused`]: a row the database will not take never fails
+    /// the others). An `Err` means none of the batch is known to be stored.
     fn write_batch(&mut self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError>;
+
+    /// The most a call can take, when the sink enforces a deadline. A writer
+    /// waiting inside a bounded call is waiting on the database, not stuck,
+    /// so the watchdog does not count that time.
+    fn deadline(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A storage engine.
@@ -450,6 +483,29 @@ pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// Longest event type stored; longer ones are cut (at a character boundary).
+pub const EVENT_TYPE_MAX: usize = 200;
+
+/// A sender-supplied label (event type) made safe to store and to log: at
+/// most `max` bytes, control characters replaced by U+FFFD (a NUL cannot be
+/// stored in a `text` column, a newline would start a new journal line).
+/// The raw body and headers are kept as they came; only this index field is
+/// changed.
+pub fn safe_label(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max && !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let c = if c.is_control() { '\u{fffd}' } else { c };
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Microseconds since the Unix epoch (the embedded store's time format).
 pub fn to_micros(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
@@ -491,6 +547,15 @@ mod tests {
             "postgres://app@db:5432/x"
         );
         assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+    }
+
+    #[test]
+    fn labels_are_bounded_and_safe() {
+        assert_eq!(safe_label("push", 200), "push");
+        assert_eq!(safe_label("a\u{0}b\nc", 200), "a\u{fffd}b\u{fffd}c");
+        assert_eq!(safe_label(&"x".repeat(300), 200).len(), 200);
+        // Never split a character.
+        assert_eq!(safe_label("ééé", 5), "éé");
     }
 
     #[test]

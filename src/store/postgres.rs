@@ -12,6 +12,7 @@ use postgres::{NoTls, Statement};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
+use super::deadline::{bounded, DeadlineSink};
 use super::migrations::{self, POSTGRES};
 use bytes::Bytes;
 
@@ -60,9 +61,42 @@ impl Drop for SafePool {
 }
 
 pub struct PgStore {
-    pool: SafePool,
+    inner: std::sync::Arc<PgInner>,
     config: postgres::Config,
     url: String,
+    /// Bound of one batch (`store.write_timeout`).
+    write_timeout: Duration,
+    /// Bound of any other call: a connection, then a statement.
+    op_timeout: Duration,
+}
+
+/// Settings every pooled session gets before its first use.
+#[derive(Debug)]
+struct SessionSetup {
+    sql: String,
+}
+
+impl r2d2::CustomizeConnection<postgres::Client, postgres::Error> for SessionSetup {
+    fn on_acquire(&self, c: &mut postgres::Client) -> Result<(), postgres::Error> {
+        c.batch_execute(&self.sql)
+    }
+}
+
+/// The session settings. `statement_timeout` frees the server side soon
+/// after the client gave up on a call (lock waits included).
+/// `synchronous_commit`: "2xx only once durable" must not depend on what a
+/// DBA set for the server, role or database; `off` (commit before the WAL
+/// flush) and `local` (do not wait for a configured synchronous standby) are
+/// raised to `on`; `remote_write`, `on` and `remote_apply` already wait at
+/// least for the local flush and are kept. Claims and results lower it per
+/// transaction (`SET LOCAL`), where a loss only means a redelivery.
+fn session_sql(statement_timeout: Duration) -> String {
+    format!(
+        "SET statement_timeout = {}; \
+         SELECT set_config('synchronous_commit', 'on', false) \
+         WHERE current_setting('synchronous_commit') IN ('off', 'local')",
+        statement_timeout.as_millis().max(1)
+    )
 }
 
 impl PgStore {
@@ -72,51 +106,113 @@ impl PgStore {
             .url
             .parse()
             .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+        // A dead network path is noticed by TCP: keepalives for an idle
+        // connection, tcp_user_timeout for data left unacknowledged. A frozen
+        // server is not (its kernel still answers): that is what the
+        // client-side deadlines of `deadline` are for.
         config
             .connect_timeout(cfg.connect_timeout)
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(10))
             .application_name("webhookd");
         let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let statement_timeout = cfg.write_timeout + Duration::from_secs(1);
         // build_unchecked: starting while the database is down is allowed;
         // the store reports "unavailable" until it answers.
         let pool = Pool::builder()
-            .max_size(cfg.pool_size)
+            .max_size(cfg.effective_pool_size())
             .min_idle(Some(0))
             .test_on_check_out(false)
             .connection_timeout(cfg.connect_timeout)
+            .connection_customizer(Box::new(SessionSetup {
+                sql: session_sql(statement_timeout),
+            }))
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
         Ok(PgStore {
-            pool: SafePool(Some(pool)),
+            inner: std::sync::Arc::new(PgInner {
+                pool: SafePool(Some(pool)),
+                url: url.clone(),
+            }),
             config,
             url,
+            write_timeout: cfg.write_timeout,
+            op_timeout: cfg.connect_timeout + statement_timeout,
         })
     }
 
-    fn conn(&self) -> Result<Conn, StoreError> {
-        self.pool
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url).into()))
+    /// Run `f` on its own thread, waiting at most `op_timeout` (a
+    /// connection from the pool, then the statement).
+    fn call<T, F>(&self, what: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PgInner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        bounded(what, self.op_timeout, move || f(&inner))
     }
 }
 
-/// Connection loss and server shutdown are "unavailable"; the rest is a query error.
+/// Which database this URL names (user, hosts, ports, database; never a
+/// password), to recognise a spool written for another one.
+pub fn identity(url: &str) -> Option<String> {
+    let c: postgres::Config = url.parse().ok()?;
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(s) => s.clone(),
+            postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = c.get_ports().iter().map(|p| p.to_string()).collect();
+    Some(format!(
+        "postgres://{}@{}:{}/{}",
+        c.get_user().unwrap_or(""),
+        hosts.join(","),
+        if ports.is_empty() {
+            "5432".to_string()
+        } else {
+            ports.join(",")
+        },
+        c.get_dbname().or(c.get_user()).unwrap_or("")
+    ))
+}
+
+/// Classify a PostgreSQL error. Connection loss, shutdown, lack of
+/// resources, a statement cancelled by its timeout and serialization
+/// failures are "unavailable" (try later, or spool). Data exceptions,
+/// constraint violations and size limits are about one row's data
+/// ("rejected": retried alone, refused alone). The rest is a query error.
 pub(crate) fn map_err(e: postgres::Error) -> StoreError {
     if e.is_closed() {
         return StoreError::Unavailable(Cause::with_source(format!("connection closed: {e}"), e));
     }
+    let text = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
     match e.code() {
         Some(code) => {
             let c = code.code();
-            if c.starts_with("08") || c.starts_with("57P") || c == "53300" || c == "53100" {
-                StoreError::Unavailable(Cause::with_source(e.to_string(), e))
+            if c.starts_with("08")
+                || c.starts_with("57P")
+                || c.starts_with("53")
+                || c.starts_with("40")
+                || c == "57014"
+            {
+                StoreError::Unavailable(Cause::with_source(text, e))
+            } else if c.starts_with("22") || c.starts_with("23") || c.starts_with("54") {
+                StoreError::Rejected(text)
             } else {
-                StoreError::Query(Cause::with_source(e.to_string(), e))
+                StoreError::Query(Cause::with_source(text, e))
             }
         }
         // No SQLSTATE: an IO-level failure.
-        None => StoreError::Unavailable(Cause::with_source(e.to_string(), e)),
+        None => StoreError::Unavailable(Cause::with_source(text, e)),
     }
 }
 
@@ -229,6 +325,38 @@ impl PgSink {
     }
 }
 
+impl PgSink {
+    /// Write `unique` as one statement; a pooled connection that died while
+    /// idle (database restart) is retried once on a fresh one. Safe even if
+    /// the first commit went through: the unique key turns a re-insert into
+    /// "duplicate".
+    fn write_all(
+        &mut self,
+        unique: &[&NewEvent],
+    ) -> Result<HashMap<(String, String), Outcome>, StoreError> {
+        for attempt in 0..2 {
+            let p = self.prepared()?;
+            match PgSink::write_unique(p, unique) {
+                Ok(map) => return Ok(map),
+                Err(e) => {
+                    let closed = self
+                        .prepared
+                        .as_ref()
+                        .map(|p| p.conn.is_closed())
+                        .unwrap_or(true);
+                    if closed || matches!(e, StoreError::Unavailable(_)) {
+                        self.prepared = None;
+                    }
+                    if !(closed && attempt == 0) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable("write failed".into()))
+    }
+}
+
 impl BatchSink for PgSink {
     fn write_batch(&mut self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
         // De-duplicate inside the batch first; the database handles the rest.
@@ -237,31 +365,30 @@ impl BatchSink for PgSink {
             .iter()
             .filter(|e| seen.insert((e.hook_id.as_str(), e.delivery_id.as_str())))
             .collect();
-        let mut result = None;
-        // A pooled connection may have died while idle (database restart):
-        // retry once on a fresh one. Safe even if the first commit went
-        // through: the unique key turns a re-insert into "duplicate".
-        for attempt in 0..2 {
-            let p = self.prepared()?;
-            match PgSink::write_unique(p, &unique) {
-                Ok(map) => {
-                    result = Some(map);
-                    break;
-                }
-                Err(e) => {
-                    let closed = self
-                        .prepared
-                        .as_ref()
-                        .map(|p| p.conn.is_closed())
-                        .unwrap_or(true);
-                    self.prepared = None;
-                    if !(closed && attempt == 0) {
-                        return Err(e);
+        let map = match self.write_all(&unique) {
+            Ok(map) => map,
+            // One row the database refuses fails the whole statement: write
+            // the rows one by one, so only that row is refused.
+            Err(StoreError::Rejected(first)) => {
+                let mut map = HashMap::with_capacity(unique.len());
+                for e in &unique {
+                    let key = (e.hook_id.clone(), e.delivery_id.clone());
+                    match self.write_all(std::slice::from_ref(e)) {
+                        Ok(one) => map.extend(one),
+                        Err(StoreError::Rejected(why)) => {
+                            map.insert(key, Outcome::Refused(why));
+                        }
+                        Err(other) => return Err(other),
                     }
                 }
+                log::debug!(
+                    "batch of {} refused ({first}); rows retried one by one",
+                    unique.len()
+                );
+                map
             }
-        }
-        let map = result.ok_or_else(|| StoreError::Unavailable("write failed".into()))?;
+            Err(e) => return Err(e),
+        };
         events
             .iter()
             .map(|e| {
@@ -293,6 +420,310 @@ fn record(r: &postgres::Row) -> Result<EventRecord, StoreError> {
         headers: None,
         body: None,
     })
+}
+
+/// The calls other than ingest and migrations, run on a pooled connection.
+/// [`PgStore`] runs each with a deadline (see [`deadline::bounded`]).
+struct PgInner {
+    pool: SafePool,
+    url: String,
+}
+
+impl PgInner {
+    fn conn(&self) -> Result<Conn, StoreError> {
+        self.pool
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.url).into()))
+    }
+
+    pub(crate) fn check_schema(&self) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let row = c
+            .query_one("SELECT to_regclass('webhookd_schema') IS NOT NULL", &[])
+            .map_err(map_err)?;
+        if !row.try_get::<_, bool>(0).map_err(map_err)? {
+            return Err(StoreError::NotMigrated);
+        }
+        let v: i32 = c
+            .query_one("SELECT coalesce(max(version), 0) FROM webhookd_schema", &[])
+            .map_err(map_err)?
+            .try_get(0)
+            .map_err(map_err)?;
+        let known = migrations::latest(POSTGRES);
+        match v {
+            v if v > known => Err(StoreError::SchemaTooNew { found: v, known }),
+            v if v < known => Err(StoreError::NotMigrated),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        c.batch_execute("SELECT 1").map_err(map_err)
+    }
+
+    pub(crate) fn list(&self, q: &ListQuery) -> Result<Vec<EventRecord>, StoreError> {
+        let mut c = self.conn()?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE ($1::text IS NULL OR hook_id = $1) AND ($2::text IS NULL OR state = $2) \
+             AND ($3::text IS NULL OR id >= $3) AND ($4::text IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5"
+        );
+        let state = q.state.map(|s| s.as_str());
+        let limit = q.limit.max(1) as i64;
+        let rows = c
+            .query(
+                &sql,
+                &[
+                    &q.hook_id,
+                    &state,
+                    &q.since.map(time_bound),
+                    &q.until.map(time_bound),
+                    &limit,
+                ],
+            )
+            .map_err(map_err)?;
+        rows.iter().map(record).collect()
+    }
+
+    pub(crate) fn claim(
+        &self,
+        hook_id: &str,
+        limit: usize,
+        worker: &str,
+        now: SystemTime,
+        lease_until: SystemTime,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let mut c = self.conn()?;
+        // A lease lost in a crash only means a redelivery: no need to wait
+        // for the WAL flush.
+        let mut tx = c.transaction().map_err(map_err)?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .map_err(map_err)?;
+        // SKIP LOCKED: instances sharing the database never wait on, or
+        // take, each other's rows. Two index ranges: events whose worker
+        // died (lease expired), then due pending events, oldest first.
+        let mut out: Vec<Claimed> = Vec::new();
+        for pick in [
+            "SELECT id FROM events WHERE hook_id = $4 AND state = 'delivering' AND lease_until < $3 \
+             LIMIT $5 FOR UPDATE SKIP LOCKED",
+            "SELECT id FROM events WHERE hook_id = $4 AND state = 'pending' AND next_attempt_at <= $3 \
+             ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED",
+        ] {
+            let left = limit.saturating_sub(out.len());
+            if left == 0 {
+                break;
+            }
+            let sql = format!(
+                "UPDATE events e SET state = 'delivering', lease_until = $1, leased_by = $2, \
+                 attempts = e.attempts + 1, updated_at = $3 FROM ({pick}) due WHERE e.id = due.id \
+                 RETURNING e.id, e.hook_id, e.delivery_id, e.event_type, e.received_at, e.headers, e.body, e.attempts"
+            );
+            let rows = tx
+                .query(&sql, &[&lease_until, &worker, &now, &hook_id, &(left as i64)])
+                .map_err(map_err)?;
+            for r in &rows {
+                out.push(Claimed {
+                    id: r.try_get(0).map_err(map_err)?,
+                    hook_id: r.try_get(1).map_err(map_err)?,
+                    delivery_id: r.try_get(2).map_err(map_err)?,
+                    event_type: r.try_get(3).map_err(map_err)?,
+                    received_at: r.try_get(4).map_err(map_err)?,
+                    headers: Headers::from_json_lossy(r.try_get(5).map_err(map_err)?),
+                    body: Bytes::from(r.try_get::<_, Vec<u8>>(6).map_err(map_err)?),
+                    attempts: r.try_get(7).map_err(map_err)?,
+                });
+            }
+        }
+        tx.commit().map_err(map_err)?;
+        out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub(crate) fn finish(
+        &self,
+        worker: &str,
+        items: &[(String, Disposition)],
+        now: SystemTime,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction().map_err(map_err)?;
+        // As for claims: a result lost in a crash means a redelivery.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .map_err(map_err)?;
+        let st = tx
+            .prepare(
+                "UPDATE events SET state = $1, next_attempt_at = coalesce($2, next_attempt_at), last_error = $3, \
+                 lease_until = NULL, leased_by = NULL, updated_at = $4 \
+                 WHERE id = $5 AND leased_by = $6 AND state = 'delivering'",
+            )
+            .map_err(map_err)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (id, d) in items {
+            let (state, at, error) = disposition_columns(d);
+            let n = tx
+                .execute(&st, &[&state, &at, &error, &now, id, &worker])
+                .map_err(map_err)?;
+            out.push(n == 1);
+        }
+        tx.commit().map_err(map_err)?;
+        Ok(out)
+    }
+
+    pub(crate) fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError> {
+        let mut c = self.conn()?;
+        let n = c
+            .execute(
+                "UPDATE events SET state = 'pending', lease_until = NULL, leased_by = NULL, \
+                 next_attempt_at = $1, attempts = greatest(attempts - 1, 0), updated_at = $1 \
+                 WHERE leased_by = $2 AND state = 'delivering'",
+                &[&now, &worker],
+            )
+            .map_err(map_err)?;
+        Ok(n as usize)
+    }
+
+    pub(crate) fn replay(&self, f: &ReplayFilter, now: SystemTime) -> Result<usize, StoreError> {
+        let mut c = self.conn()?;
+        let state = f.state.map(|s| s.as_str());
+        let n = c
+            .execute(
+                "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL, \
+                 lease_until = NULL, leased_by = NULL, updated_at = $1 \
+                 WHERE state <> 'delivering' AND ($2::text IS NULL OR id = $2) AND ($3::text IS NULL OR state = $3) \
+                 AND ($4::text IS NULL OR hook_id = $4) AND ($5::text IS NULL OR id >= $5) \
+                 AND ($6::text IS NULL OR id < $6)",
+                &[
+                    &now,
+                    &f.id,
+                    &state,
+                    &f.hook_id,
+                    &f.since.map(time_bound),
+                    &f.until.map(time_bound),
+                ],
+            )
+            .map_err(map_err)?;
+        Ok(n as usize)
+    }
+
+    pub(crate) fn sweep(
+        &self,
+        done_before: Option<SystemTime>,
+        dead_before: Option<SystemTime>,
+        batch: u32,
+    ) -> Result<usize, StoreError> {
+        let mut c = self.conn()?;
+        let n = c
+            .execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE \
+                 ($1::text IS NOT NULL AND state IN ('done', 'stored') AND id < $1) OR \
+                 ($2::text IS NOT NULL AND state = 'dead' AND id < $2) LIMIT $3 FOR UPDATE SKIP LOCKED)",
+                &[
+                    &done_before.map(time_bound),
+                    &dead_before.map(time_bound),
+                    &(batch as i64),
+                ],
+            )
+            .map_err(map_err)?;
+        Ok(n as usize)
+    }
+
+    pub(crate) fn counts(&self) -> Result<Counts, StoreError> {
+        let mut c = self.conn()?;
+        let rows = c
+            .query(
+                "SELECT 'pending', count(*) FROM events WHERE state = 'pending' \
+                 UNION ALL SELECT 'delivering', count(*) FROM events WHERE state = 'delivering' \
+                 UNION ALL SELECT 'dead', count(*) FROM events WHERE state = 'dead'",
+                &[],
+            )
+            .map_err(map_err)?;
+        let mut out = Counts::default();
+        for r in rows {
+            let n: i64 = r.try_get(1).map_err(map_err)?;
+            match r.try_get::<_, &str>(0).map_err(map_err)? {
+                "pending" => out.pending = n,
+                "delivering" => out.delivering = n,
+                _ => out.dead = n,
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        let mut c = self.conn()?;
+        let sql = format!("SELECT {COLUMNS}, headers, body FROM events WHERE id = $1");
+        let row = c.query_opt(&sql, &[&id]).map_err(map_err)?;
+        let Some(r) = row else { return Ok(None) };
+        let mut rec = record(&r)?;
+        rec.headers = Headers::from_json(r.try_get(10).map_err(map_err)?);
+        rec.body = Some(r.try_get(11).map_err(map_err)?);
+        Ok(Some(rec))
+    }
+
+    pub(crate) fn page(&self, q: &PageQuery) -> Result<Page, StoreError> {
+        let mut c = self.conn()?;
+        page(&mut c, q)
+    }
+
+    pub(crate) fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn()?;
+        let mut tx = c.transaction().map_err(map_err)?;
+        // Bookkeeping like `finish`: losing it in a crash loses history only.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .map_err(map_err)?;
+        let st = tx
+            .prepare(
+                "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM events WHERE id = $1)",
+            )
+            .map_err(map_err)?;
+        for a in items {
+            tx.execute(
+                &st,
+                &[
+                    &a.event_id,
+                    &a.attempt,
+                    &a.started_at,
+                    &a.duration_us,
+                    &a.result,
+                    &a.target_status,
+                    &a.output,
+                    &a.worker,
+                ],
+            )
+            .map_err(map_err)?;
+        }
+        tx.commit().map_err(map_err)
+    }
+
+    pub(crate) fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        let mut c = self.conn()?;
+        let rows = c
+            .query(
+                "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker \
+                 FROM attempts WHERE event_id = $1 ORDER BY started_at",
+                &[&event_id],
+            )
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    event_id: r.try_get(0).map_err(map_err)?,
+                    attempt: r.try_get(1).map_err(map_err)?,
+                    started_at: r.try_get(2).map_err(map_err)?,
+                    duration_us: r.try_get(3).map_err(map_err)?,
+                    result: r.try_get(4).map_err(map_err)?,
+                    target_status: r.try_get(5).map_err(map_err)?,
+                    output: r.try_get(6).map_err(map_err)?,
+                    worker: r.try_get(7).map_err(map_err)?,
+                })
+            })
+            .collect()
+    }
 }
 
 impl Store for PgStore {
@@ -359,61 +790,29 @@ impl Store for PgStore {
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
-        let mut c = self.conn()?;
-        let row = c
-            .query_one("SELECT to_regclass('webhookd_schema') IS NOT NULL", &[])
-            .map_err(map_err)?;
-        if !row.try_get::<_, bool>(0).map_err(map_err)? {
-            return Err(StoreError::NotMigrated);
-        }
-        let v: i32 = c
-            .query_one("SELECT coalesce(max(version), 0) FROM webhookd_schema", &[])
-            .map_err(map_err)?
-            .try_get(0)
-            .map_err(map_err)?;
-        let known = migrations::latest(POSTGRES);
-        match v {
-            v if v > known => Err(StoreError::SchemaTooNew { found: v, known }),
-            v if v < known => Err(StoreError::NotMigrated),
-            _ => Ok(()),
-        }
+        self.call("schema check", |i| i.check_schema())
     }
 
     fn sink(&self) -> Box<dyn BatchSink> {
-        Box::new(PgSink {
-            pool: self.pool.clone(),
-            url: self.url.clone(),
+        let sink = PgSink {
+            pool: self.inner.pool.clone(),
+            url: self.inner.url.clone(),
             prepared: None,
-        })
+        };
+        Box::new(DeadlineSink::new(
+            "store-writer".into(),
+            Box::new(sink),
+            self.write_timeout,
+        ))
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        let mut c = self.conn()?;
-        c.batch_execute("SELECT 1").map_err(map_err)
+        self.call("ping", |i| i.ping())
     }
 
     fn list(&self, q: &ListQuery) -> Result<Vec<EventRecord>, StoreError> {
-        let mut c = self.conn()?;
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events WHERE ($1::text IS NULL OR hook_id = $1) AND ($2::text IS NULL OR state = $2) \
-             AND ($3::text IS NULL OR id >= $3) AND ($4::text IS NULL OR id < $4) \
-             ORDER BY id DESC LIMIT $5"
-        );
-        let state = q.state.map(|s| s.as_str());
-        let limit = q.limit.max(1) as i64;
-        let rows = c
-            .query(
-                &sql,
-                &[
-                    &q.hook_id,
-                    &state,
-                    &q.since.map(time_bound),
-                    &q.until.map(time_bound),
-                    &limit,
-                ],
-            )
-            .map_err(map_err)?;
-        rows.iter().map(record).collect()
+        let q = q.clone();
+        self.call("list", move |i| i.list(&q))
     }
 
     fn claim(
@@ -424,50 +823,10 @@ impl Store for PgStore {
         now: SystemTime,
         lease_until: SystemTime,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let mut c = self.conn()?;
-        // A lease lost in a crash only means a redelivery: no need to wait
-        // for the WAL flush.
-        let mut tx = c.transaction().map_err(map_err)?;
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .map_err(map_err)?;
-        // SKIP LOCKED: instances sharing the database never wait on, or
-        // take, each other's rows. Two index ranges: events whose worker
-        // died (lease expired), then due pending events, oldest first.
-        let mut out: Vec<Claimed> = Vec::new();
-        for pick in [
-            "SELECT id FROM events WHERE hook_id = $4 AND state = 'delivering' AND lease_until < $3 \
-             LIMIT $5 FOR UPDATE SKIP LOCKED",
-            "SELECT id FROM events WHERE hook_id = $4 AND state = 'pending' AND next_attempt_at <= $3 \
-             ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED",
-        ] {
-            let left = limit.saturating_sub(out.len());
-            if left == 0 {
-                break;
-            }
-            let sql = format!(
-                "UPDATE events e SET state = 'delivering', lease_until = $1, leased_by = $2, \
-                 attempts = e.attempts + 1, updated_at = $3 FROM ({pick}) due WHERE e.id = due.id \
-                 RETURNING e.id, e.hook_id, e.delivery_id, e.event_type, e.received_at, e.headers, e.body, e.attempts"
-            );
-            let rows = tx
-                .query(&sql, &[&lease_until, &worker, &now, &hook_id, &(left as i64)])
-                .map_err(map_err)?;
-            for r in &rows {
-                out.push(Claimed {
-                    id: r.try_get(0).map_err(map_err)?,
-                    hook_id: r.try_get(1).map_err(map_err)?,
-                    delivery_id: r.try_get(2).map_err(map_err)?,
-                    event_type: r.try_get(3).map_err(map_err)?,
-                    received_at: r.try_get(4).map_err(map_err)?,
-                    headers: Headers::from_json_lossy(r.try_get(5).map_err(map_err)?),
-                    body: Bytes::from(r.try_get::<_, Vec<u8>>(6).map_err(map_err)?),
-                    attempts: r.try_get(7).map_err(map_err)?,
-                });
-            }
-        }
-        tx.commit().map_err(map_err)?;
-        out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
-        Ok(out)
+        let (hook_id, worker) = (hook_id.to_owned(), worker.to_owned());
+        self.call("claim", move |i| {
+            i.claim(&hook_id, limit, &worker, now, lease_until)
+        })
     }
 
     fn finish(
@@ -476,64 +835,18 @@ impl Store for PgStore {
         items: &[(String, Disposition)],
         now: SystemTime,
     ) -> Result<Vec<bool>, StoreError> {
-        let mut c = self.conn()?;
-        let mut tx = c.transaction().map_err(map_err)?;
-        // As for claims: a result lost in a crash means a redelivery.
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .map_err(map_err)?;
-        let st = tx
-            .prepare(
-                "UPDATE events SET state = $1, next_attempt_at = coalesce($2, next_attempt_at), last_error = $3, \
-                 lease_until = NULL, leased_by = NULL, updated_at = $4 \
-                 WHERE id = $5 AND leased_by = $6 AND state = 'delivering'",
-            )
-            .map_err(map_err)?;
-        let mut out = Vec::with_capacity(items.len());
-        for (id, d) in items {
-            let (state, at, error) = disposition_columns(d);
-            let n = tx
-                .execute(&st, &[&state, &at, &error, &now, id, &worker])
-                .map_err(map_err)?;
-            out.push(n == 1);
-        }
-        tx.commit().map_err(map_err)?;
-        Ok(out)
+        let (worker, items) = (worker.to_owned(), items.to_vec());
+        self.call("finish", move |i| i.finish(&worker, &items, now))
     }
 
     fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError> {
-        let mut c = self.conn()?;
-        let n = c
-            .execute(
-                "UPDATE events SET state = 'pending', lease_until = NULL, leased_by = NULL, \
-                 next_attempt_at = $1, attempts = greatest(attempts - 1, 0), updated_at = $1 \
-                 WHERE leased_by = $2 AND state = 'delivering'",
-                &[&now, &worker],
-            )
-            .map_err(map_err)?;
-        Ok(n as usize)
+        let worker = worker.to_owned();
+        self.call("release", move |i| i.release(&worker, now))
     }
 
     fn replay(&self, f: &ReplayFilter, now: SystemTime) -> Result<usize, StoreError> {
-        let mut c = self.conn()?;
-        let state = f.state.map(|s| s.as_str());
-        let n = c
-            .execute(
-                "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL, \
-                 lease_until = NULL, leased_by = NULL, updated_at = $1 \
-                 WHERE state <> 'delivering' AND ($2::text IS NULL OR id = $2) AND ($3::text IS NULL OR state = $3) \
-                 AND ($4::text IS NULL OR hook_id = $4) AND ($5::text IS NULL OR id >= $5) \
-                 AND ($6::text IS NULL OR id < $6)",
-                &[
-                    &now,
-                    &f.id,
-                    &state,
-                    &f.hook_id,
-                    &f.since.map(time_bound),
-                    &f.until.map(time_bound),
-                ],
-            )
-            .map_err(map_err)?;
-        Ok(n as usize)
+        let f = f.clone();
+        self.call("replay", move |i| i.replay(&f, now))
     }
 
     fn sweep(
@@ -542,117 +855,34 @@ impl Store for PgStore {
         dead_before: Option<SystemTime>,
         batch: u32,
     ) -> Result<usize, StoreError> {
-        let mut c = self.conn()?;
-        let n = c
-            .execute(
-                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE \
-                 ($1::text IS NOT NULL AND state IN ('done', 'stored') AND id < $1) OR \
-                 ($2::text IS NOT NULL AND state = 'dead' AND id < $2) LIMIT $3 FOR UPDATE SKIP LOCKED)",
-                &[
-                    &done_before.map(time_bound),
-                    &dead_before.map(time_bound),
-                    &(batch as i64),
-                ],
-            )
-            .map_err(map_err)?;
-        Ok(n as usize)
+        self.call("sweep", move |i| i.sweep(done_before, dead_before, batch))
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
-        let mut c = self.conn()?;
-        let rows = c
-            .query(
-                "SELECT 'pending', count(*) FROM events WHERE state = 'pending' \
-                 UNION ALL SELECT 'delivering', count(*) FROM events WHERE state = 'delivering' \
-                 UNION ALL SELECT 'dead', count(*) FROM events WHERE state = 'dead'",
-                &[],
-            )
-            .map_err(map_err)?;
-        let mut out = Counts::default();
-        for r in rows {
-            let n: i64 = r.try_get(1).map_err(map_err)?;
-            match r.try_get::<_, &str>(0).map_err(map_err)? {
-                "pending" => out.pending = n,
-                "delivering" => out.delivering = n,
-                _ => out.dead = n,
-            }
-        }
-        Ok(out)
+        self.call("counts", |i| i.counts())
     }
 
     fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
-        let mut c = self.conn()?;
-        let sql = format!("SELECT {COLUMNS}, headers, body FROM events WHERE id = $1");
-        let row = c.query_opt(&sql, &[&id]).map_err(map_err)?;
-        let Some(r) = row else { return Ok(None) };
-        let mut rec = record(&r)?;
-        rec.headers = Headers::from_json(r.try_get(10).map_err(map_err)?);
-        rec.body = Some(r.try_get(11).map_err(map_err)?);
-        Ok(Some(rec))
+        let id = id.to_owned();
+        self.call("get", move |i| i.get(&id))
     }
 
     fn page(&self, q: &PageQuery) -> Result<Page, StoreError> {
-        let mut c = self.conn()?;
-        page(&mut c, q)
+        let q = q.clone();
+        self.call("page", move |i| i.page(&q))
     }
 
     fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError> {
         if items.is_empty() {
             return Ok(());
         }
-        let mut c = self.conn()?;
-        let mut tx = c.transaction().map_err(map_err)?;
-        // Bookkeeping like `finish`: losing it in a crash loses history only.
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .map_err(map_err)?;
-        let st = tx
-            .prepare(
-                "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM events WHERE id = $1)",
-            )
-            .map_err(map_err)?;
-        for a in items {
-            tx.execute(
-                &st,
-                &[
-                    &a.event_id,
-                    &a.attempt,
-                    &a.started_at,
-                    &a.duration_us,
-                    &a.result,
-                    &a.target_status,
-                    &a.output,
-                    &a.worker,
-                ],
-            )
-            .map_err(map_err)?;
-        }
-        tx.commit().map_err(map_err)
+        let items = items.to_vec();
+        self.call("record attempts", move |i| i.record_attempts(&items))
     }
 
     fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
-        let mut c = self.conn()?;
-        let rows = c
-            .query(
-                "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker \
-                 FROM attempts WHERE event_id = $1 ORDER BY started_at",
-                &[&event_id],
-            )
-            .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(AttemptRecord {
-                    event_id: r.try_get(0).map_err(map_err)?,
-                    attempt: r.try_get(1).map_err(map_err)?,
-                    started_at: r.try_get(2).map_err(map_err)?,
-                    duration_us: r.try_get(3).map_err(map_err)?,
-                    result: r.try_get(4).map_err(map_err)?,
-                    target_status: r.try_get(5).map_err(map_err)?,
-                    output: r.try_get(6).map_err(map_err)?,
-                    worker: r.try_get(7).map_err(map_err)?,
-                })
-            })
-            .collect()
+        let event_id = event_id.to_owned();
+        self.call("attempts", move |i| i.attempts(&event_id))
     }
 }
 

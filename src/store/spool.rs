@@ -10,36 +10,51 @@
 //! "insert into PostgreSQL (ON CONFLICT DO NOTHING), commit, then delete
 //! from the spool": a crash in between re-sends the batch and the unique key
 //! keeps it from being stored twice.
+//!
+//! The file is locked (`flock`) to one process: two instances sharing it
+//! would each keep their own count of what it holds. It records which
+//! database its events are for, so a changed `store.url` cannot move them
+//! into another one. Rows the database refuses are set aside in a table of
+//! their own (`spool_rejected`, with the error) instead of being retried
+//! for ever in front of everything spooled after them.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::Bytes;
-use rusqlite::{params, Connection};
+use nix::fcntl::{Flock, FlockArg};
 
-use super::{from_micros, BatchSink, Cause, EventState, Headers, NewEvent, Outcome, StoreError};
+use bytes::Bytes;
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::{
+    from_micros, to_micros, BatchSink, Cause, EventState, Headers, NewEvent, Outcome, StoreError,
+};
 
 pub struct Spool {
     conn: Mutex<Connection>,
     path: PathBuf,
     max_events: usize,
     len: AtomicUsize,
+    /// Held for the life of the spool; dropped after `conn` (field order).
+    _lock: Flock<std::fs::File>,
+}
+
+/// What one drain step did.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Rows that left the spool (stored, duplicates, or set aside).
+    pub moved: usize,
+    /// Rows the database refused, now in `spool_rejected`, with the reason.
+    pub set_aside: Vec<(NewEvent, String)>,
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(Cause::with_source(format!("spool: {e}"), e))
 }
 
-impl Spool {
-    pub fn open(path: &Path, max_events: usize) -> Result<Spool, StoreError> {
-        let conn = Connection::open(path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot open spool {}: {e}", path.display()).into())
-        })?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+const SCHEMA: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS spool (
                  seq         INTEGER PRIMARY KEY AUTOINCREMENT,
                  id          TEXT    NOT NULL,
@@ -51,17 +66,135 @@ impl Spool {
                  body        BLOB    NOT NULL,
                  state       TEXT    NOT NULL,
                  UNIQUE (hook_id, delivery_id)
-             );",
+             );
+             CREATE TABLE IF NOT EXISTS spool_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS spool_rejected (
+                 id          TEXT    NOT NULL,
+                 hook_id     TEXT    NOT NULL,
+                 delivery_id TEXT    NOT NULL,
+                 event_type  TEXT    NOT NULL,
+                 received_at INTEGER NOT NULL,
+                 headers     TEXT    NOT NULL,
+                 body        BLOB    NOT NULL,
+                 state       TEXT    NOT NULL,
+                 error       TEXT    NOT NULL,
+                 set_aside_at INTEGER NOT NULL
+             );";
+
+/// Events in a spool file and the store they were spooled for, without
+/// locking or changing it (None if there is no such file).
+pub fn peek(path: &Path) -> Result<Option<(usize, Option<String>)>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot open spool {}: {e}", path.display()).into())
+        })?;
+    let has = |t: &str| -> Result<bool, StoreError> {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [t],
+            |r| r.get::<_, i64>(0),
         )
+        .map(|n| n > 0)
+        .map_err(err)
+    };
+    if !has("spool")? {
+        return Ok(Some((0, None)));
+    }
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM spool", [], |r| r.get(0))
         .map_err(err)?;
+    let store = if has("spool_meta")? {
+        conn.query_row(
+            "SELECT value FROM spool_meta WHERE key = 'store'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    } else {
+        None
+    };
+    Ok(Some((usize::try_from(n).unwrap_or(0), store)))
+}
+
+impl Spool {
+    /// Open (or create) the spool for the store named `store` (see
+    /// `postgres::identity`), locked to this process. Refused when another
+    /// process holds it, or when it still holds events for another store.
+    pub fn open(path: &Path, max_events: usize, store: &str) -> Result<Spool, StoreError> {
+        let shown = path.display().to_string();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open spool {shown}: {e}").into())
+            })?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(StoreError::SpoolLocked { path: shown })
+            }
+            Err((_, e)) => {
+                return Err(StoreError::Unavailable(
+                    format!("cannot lock spool {shown}: {e}").into(),
+                ))
+            }
+        };
+        let conn = Connection::open(path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot open spool {shown}: {e}").into())
+        })?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
         let n: i64 = conn
             .query_row("SELECT count(*) FROM spool", [], |r| r.get(0))
             .map_err(err)?;
+        let n = usize::try_from(n).unwrap_or(0);
+        let recorded: Option<String> = conn
+            .query_row(
+                "SELECT value FROM spool_meta WHERE key = 'store'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        match recorded {
+            Some(r) if n > 0 && r != store => {
+                return Err(StoreError::SpoolForOtherStore {
+                    path: shown,
+                    events: n,
+                    spooled_for: r,
+                    current: store.to_string(),
+                })
+            }
+            // Empty, the same store, or a file of a version that did not
+            // record it (which only ever spooled for the configured store).
+            _ => {
+                conn.execute(
+                    "INSERT INTO spool_meta (key, value) VALUES ('store', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [store],
+                )
+                .map_err(err)?;
+            }
+        }
+        let aside: i64 = conn
+            .query_row("SELECT count(*) FROM spool_rejected", [], |r| r.get(0))
+            .map_err(err)?;
+        if aside > 0 {
+            log::warn!(
+                "spool {shown}: {aside} event(s) the database refused are kept in table spool_rejected (inspect with sqlite3)"
+            );
+        }
         Ok(Spool {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
             max_events,
-            len: AtomicUsize::new(n as usize),
+            len: AtomicUsize::new(n),
+            _lock: lock,
         })
     }
 
@@ -106,9 +239,55 @@ impl Spool {
         Ok(out)
     }
 
-    /// Move up to `batch` of the oldest events into `sink`. Returns how many
-    /// were moved (0 when the spool is empty).
-    pub fn drain_into(&self, sink: &mut dyn BatchSink, batch: usize) -> Result<usize, StoreError> {
+    /// Move up to `batch` of the oldest events (and about `max_bytes`) into
+    /// `sink`. The spool stays usable meanwhile: the lock is not held while
+    /// the database works (appends only add rows after these).
+    pub fn drain_into(
+        &self,
+        sink: &mut dyn BatchSink,
+        batch: usize,
+        max_bytes: usize,
+    ) -> Result<Drained, StoreError> {
+        let rows = self.oldest(batch, max_bytes)?;
+        let Some(last) = rows.last().map(|(seq, _)| *seq) else {
+            return Ok(Drained::default());
+        };
+        let (seqs, events): (Vec<i64>, Vec<NewEvent>) = rows.into_iter().unzip();
+        // Into PostgreSQL first; only then forget them here.
+        let outcomes = sink.write_batch(&events)?;
+        let mut set_aside = Vec::new();
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Unavailable("spool lock poisoned".into()))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        for ((seq, event), outcome) in seqs.iter().zip(events).zip(outcomes) {
+            if let Outcome::Refused(why) = outcome {
+                tx.execute(
+                    "INSERT INTO spool_rejected (id, hook_id, delivery_id, event_type, received_at, headers, body, state, error, set_aside_at) \
+                     SELECT id, hook_id, delivery_id, event_type, received_at, headers, body, state, ?2, ?3 FROM spool WHERE seq = ?1",
+                    params![seq, why, to_micros(std::time::SystemTime::now())],
+                )
+                .map_err(err)?;
+                set_aside.push((event, why));
+            }
+        }
+        let n = tx
+            .execute("DELETE FROM spool WHERE seq <= ?1", params![last])
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        self.len.fetch_sub(n.min(self.len()), Ordering::AcqRel);
+        Ok(Drained {
+            moved: n,
+            set_aside,
+        })
+    }
+
+    /// The oldest rows: at most `batch`, and no more than `max_bytes` of
+    /// bodies and headers (at least one row).
+    fn oldest(&self, batch: usize, max_bytes: usize) -> Result<Vec<(i64, NewEvent)>, StoreError> {
         let conn = self
             .conn
             .lock()
@@ -119,36 +298,29 @@ impl Spool {
                  FROM spool ORDER BY seq LIMIT ?1",
             )
             .map_err(err)?;
-        let rows = st
-            .query_map(params![batch as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    NewEvent {
-                        id: r.get(1)?,
-                        hook_id: r.get(2)?,
-                        delivery_id: r.get(3)?,
-                        event_type: r.get(4)?,
-                        received_at: from_micros(r.get(5)?),
-                        headers: Headers::from_json_lossy(&r.get::<_, String>(6)?),
-                        body: Bytes::from(r.get::<_, Vec<u8>>(7)?),
-                        state: EventState::parse(&r.get::<_, String>(8)?)
-                            .unwrap_or(EventState::Pending),
-                    },
-                ))
-            })
+        let mut rows = st
+            .query(params![i64::try_from(batch).unwrap_or(i64::MAX)])
             .map_err(err)?;
-        let rows: Vec<(i64, NewEvent)> = rows.collect::<Result<_, _>>().map_err(err)?;
-        drop(st);
-        let Some(last) = rows.last().map(|(seq, _)| *seq) else {
-            return Ok(0);
-        };
-        let events: Vec<NewEvent> = rows.into_iter().map(|(_, e)| e).collect();
-        // Into PostgreSQL first; only then forget them here.
-        sink.write_batch(&events)?;
-        let n = conn
-            .execute("DELETE FROM spool WHERE seq <= ?1", params![last])
-            .map_err(err)?;
-        self.len.fetch_sub(n.min(self.len()), Ordering::AcqRel);
-        Ok(n)
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(r) = rows.next().map_err(err)? {
+            let e = NewEvent {
+                id: r.get(1).map_err(err)?,
+                hook_id: r.get(2).map_err(err)?,
+                delivery_id: r.get(3).map_err(err)?,
+                event_type: r.get(4).map_err(err)?,
+                received_at: from_micros(r.get(5).map_err(err)?),
+                headers: Headers::from_json_lossy(&r.get::<_, String>(6).map_err(err)?),
+                body: Bytes::from(r.get::<_, Vec<u8>>(7).map_err(err)?),
+                state: EventState::parse(&r.get::<_, String>(8).map_err(err)?)
+                    .unwrap_or(EventState::Pending),
+            };
+            bytes = bytes.saturating_add(e.body.len() + e.headers.byte_len());
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push((r.get::<_, i64>(0).map_err(err)?, e));
+        }
+        Ok(out)
     }
 }

@@ -44,20 +44,51 @@ pub struct WriterHealth {
 /// Shared state of the store: health, last error, queue depth.
 pub struct StoreStatus {
     available: AtomicBool,
+    /// The schema is known to be in place (migrations ran); until then
+    /// nothing is written to the store (events are spooled, or 503).
+    schema_ready: AtomicBool,
     last_error: Mutex<Option<String>>,
     pub queue_depth: AtomicUsize,
 }
 
 impl StoreStatus {
+    /// A store that is ready (the embedded one, migrated before start).
     pub fn new() -> StoreStatus {
         StoreStatus {
             available: AtomicBool::new(true),
+            schema_ready: AtomicBool::new(true),
             last_error: Mutex::new(None),
             queue_depth: AtomicUsize::new(0),
         }
     }
 
+    /// A store not reached yet (PostgreSQL at start): unavailable until the
+    /// migrations ran, see [`StoreStatus::set_schema_ready`].
+    pub fn waiting(reason: &str) -> StoreStatus {
+        StoreStatus {
+            available: AtomicBool::new(false),
+            schema_ready: AtomicBool::new(false),
+            last_error: Mutex::new(Some(reason.to_string())),
+            queue_depth: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn schema_ready(&self) -> bool {
+        self.schema_ready.load(Ordering::Acquire)
+    }
+
+    /// The migrations ran: writes may go to the store from now on.
+    pub fn set_schema_ready(&self) {
+        self.schema_ready.store(true, Ordering::Release);
+        self.set_ok();
+    }
+
+    /// The store answered. Ignored until the schema is ready: a ping that
+    /// works does not make a database without our tables usable.
     pub fn set_ok(&self) {
+        if !self.schema_ready() {
+            return;
+        }
         if !self.available.swap(true, Ordering::AcqRel) {
             log::info!("store is reachable again");
         }
@@ -100,17 +131,25 @@ pub struct Writer {
     threads: Mutex<Vec<JoinHandle<()>>>,
     pub status: Arc<StoreStatus>,
     pub spool: Option<Arc<super::spool::Spool>>,
+    /// A spool left by an earlier configuration that is only drained.
+    pub leftover: Option<Arc<super::spool::Spool>>,
 }
 
 pub struct WriterOptions {
     pub threads: usize,
     pub batch_max: usize,
+    /// Most bytes (bodies and headers) in one batch; one larger event still
+    /// goes alone.
+    pub batch_max_bytes: usize,
     pub queue_capacity: usize,
     /// Test-only: while this file exists, writers stop making progress, so
     /// the watchdog test can prove that a wedged writer stops the pings.
     pub wedge_file: Option<PathBuf>,
     /// Where events go while PostgreSQL is unreachable.
     pub spool: Option<Arc<super::spool::Spool>>,
+    /// A non-empty spool the configuration no longer uses (spool turned
+    /// off): drained into the store, never appended to.
+    pub leftover: Option<Arc<super::spool::Spool>>,
 }
 
 impl Writer {
@@ -133,12 +172,26 @@ impl Writer {
                 .collect(),
         );
         let mut threads = Vec::with_capacity(n + 1);
-        if let Some(spool) = &opts.spool {
-            let (spool, mut sink, closing) = (spool.clone(), store.sink(), closing.clone());
-            let status = status.clone();
+        let drained = opts
+            .spool
+            .clone()
+            .map(|s| (s, false))
+            .or_else(|| opts.leftover.clone().map(|s| (s, true)));
+        if let Some((spool, only_leftover)) = drained {
+            let (store, closing) = (store.clone(), closing.clone());
+            let (status, metrics) = (status.clone(), metrics.clone());
             let handle = std::thread::Builder::new()
                 .name("spool-drain".into())
-                .spawn(move || drain_spool(&spool, sink.as_mut(), &closing, &status))
+                .spawn(move || {
+                    drain_spool(
+                        &spool,
+                        store.as_ref(),
+                        &closing,
+                        &status,
+                        &metrics,
+                        only_leftover,
+                    )
+                })
                 .map_err(|e| {
                     StoreError::Unavailable(format!("cannot start spool thread: {e}").into())
                 })?;
@@ -150,6 +203,8 @@ impl Writer {
                 rx: rx.clone(),
                 sink: store.sink(),
                 batch_max: opts.batch_max,
+                batch_max_bytes: opts.batch_max_bytes,
+                carry: None,
                 closing: closing.clone(),
                 health: health.clone(),
                 epoch,
@@ -177,6 +232,7 @@ impl Writer {
             threads: Mutex::new(threads),
             status,
             spool: opts.spool,
+            leftover: opts.leftover,
         })
     }
 
@@ -243,6 +299,9 @@ struct WriterThread {
     rx: Arc<Mutex<Receiver<Job>>>,
     sink: Box<dyn super::BatchSink>,
     batch_max: usize,
+    batch_max_bytes: usize,
+    /// A job taken that did not fit the previous batch's byte budget.
+    carry: Option<Job>,
     closing: Arc<AtomicBool>,
     health: Arc<Vec<WriterHealth>>,
     epoch: Instant,
@@ -255,16 +314,32 @@ struct WriterThread {
     fail_fast: Option<(Instant, super::Cause)>,
 }
 
+/// What a job weighs against `batch_max_bytes`.
+fn job_bytes(j: &Job) -> usize {
+    j.event
+        .body
+        .len()
+        .saturating_add(j.event.headers.byte_len())
+        .saturating_add(j.event.event_type.len())
+}
+
 /// How long batches are refused at once after one found the store down.
 const FAIL_FAST: Duration = Duration::from_millis(500);
 
-/// Move spooled events into the store whenever it answers; in order.
+/// Move spooled events into the store whenever it answers; in order. Rows
+/// the database refuses are set aside in the spool file (kept, logged,
+/// counted) so they never hold up the rows behind them. With
+/// `only_leftover` (a spool the configuration no longer uses) the thread
+/// ends once it is empty, giving its connection back to the pool.
 fn drain_spool(
     spool: &super::spool::Spool,
-    sink: &mut dyn super::BatchSink,
+    store: &dyn Store,
     closing: &AtomicBool,
     status: &StoreStatus,
+    metrics: &Metrics,
+    only_leftover: bool,
 ) {
+    let mut sink: Option<Box<dyn super::BatchSink>> = None;
     let mut moved_total = 0usize;
     while !closing.load(Ordering::Acquire) {
         if spool.is_empty() {
@@ -272,15 +347,33 @@ fn drain_spool(
                 log::info!("spool drained: {moved_total} event(s) moved into the store");
                 moved_total = 0;
             }
+            if only_leftover {
+                return;
+            }
             std::thread::sleep(Duration::from_millis(200));
             continue;
         }
-        match spool.drain_into(sink, 256) {
-            Ok(n) => {
-                if n > 0 {
+        if !status.schema_ready() {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let sink = sink.get_or_insert_with(|| store.sink());
+        match spool.drain_into(sink.as_mut(), 256, SPOOL_DRAIN_BYTES) {
+            Ok(d) => {
+                if d.moved > 0 {
                     status.set_ok();
                 }
-                moved_total += n;
+                for (event, why) in &d.set_aside {
+                    metrics.spool_rejected.inc();
+                    log::error!(
+                        "spool: the database refused event {} (hook {}, delivery {:?}): {why}; set aside in table spool_rejected of {}",
+                        event.id,
+                        event.hook_id,
+                        event.delivery_id,
+                        spool.path().display()
+                    );
+                }
+                moved_total += d.moved;
             }
             Err(e) => {
                 status.set_error(&e);
@@ -289,6 +382,9 @@ fn drain_spool(
         }
     }
 }
+
+/// Most bytes moved out of the spool in one batch.
+const SPOOL_DRAIN_BYTES: usize = 8 * 1024 * 1024;
 
 impl WriterThread {
     /// Write a batch: to the spool while it holds anything (keeps order of
@@ -310,7 +406,27 @@ impl WriterThread {
             }
             self.fail_fast = None;
         }
-        let result = self.sink.write_batch(events);
+        let result = if !self.status.schema_ready() {
+            // Not migrated yet (the database has not answered since start).
+            Err(StoreError::Unavailable(
+                format!(
+                    "waiting for the database: {}",
+                    self.status
+                        .last_error()
+                        .unwrap_or_else(|| "not reached yet".into())
+                )
+                .into(),
+            ))
+        } else if self.sink.deadline().is_some() {
+            // Bounded by the sink's deadline: waiting on the database, not
+            // stuck; the watchdog does not count it (the clock restarts after).
+            self.set_busy(false);
+            let r = self.sink.write_batch(events);
+            self.set_busy(true);
+            r
+        } else {
+            self.sink.write_batch(events)
+        };
         if let Err(StoreError::Unavailable(e)) = &result {
             self.fail_fast = Some((Instant::now() + FAIL_FAST, e.clone()));
         }
@@ -351,27 +467,42 @@ impl WriterThread {
 
     /// Take up to `batch_max` jobs: wait for the first, then drain what is
     /// already queued. Returns None when closing and the queue is empty.
-    fn take_batch(&self) -> Option<Vec<Job>> {
+    fn take_batch(&mut self) -> Option<Vec<Job>> {
         loop {
             let guard = match self.rx.lock() {
                 Ok(g) => g,
                 Err(_) => return None,
             };
-            match guard.recv_timeout(Duration::from_millis(250)) {
+            let first = match self.carry.take() {
+                Some(j) => Ok(j),
+                None => guard.recv_timeout(Duration::from_millis(250)),
+            };
+            match first {
                 Ok(first) => {
                     let mut jobs = Vec::with_capacity(self.batch_max.min(64));
+                    let mut bytes = job_bytes(&first);
                     jobs.push(first);
                     while jobs.len() < self.batch_max {
                         match guard.try_recv() {
-                            Ok(j) => jobs.push(j),
+                            Ok(j) => {
+                                let b = job_bytes(&j);
+                                if bytes.saturating_add(b) > self.batch_max_bytes {
+                                    // Keep it for the next batch (this writer's).
+                                    self.carry = Some(j);
+                                    break;
+                                }
+                                bytes += b;
+                                jobs.push(j);
+                            }
                             Err(_) => break,
                         }
                     }
+                    drop(guard);
                     self.set_busy(true);
                     return Some(jobs);
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.closing.load(Ordering::Acquire) {
+                    if self.closing.load(Ordering::Acquire) && self.carry.is_none() {
                         return None;
                     }
                 }
@@ -404,9 +535,25 @@ impl WriterThread {
                     }
                     self.metrics.store_commits.inc();
                     self.metrics.store_batch_size.observe(events.len() as f64);
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    for ((reply, outcome), event) in replies.into_iter().zip(outcomes).zip(&events)
+                    {
+                        let answer = match outcome {
+                            super::Outcome::Refused(why) => {
+                                self.metrics.store_refused.inc();
+                                log::error!(
+                                    "store writer {}: the database refused event {} (hook {}, delivery {:?}): {why}; the other {} event(s) of its batch are not affected",
+                                    self.index,
+                                    event.id,
+                                    event.hook_id,
+                                    event.delivery_id,
+                                    events.len() - 1
+                                );
+                                Err(StoreError::Rejected(why))
+                            }
+                            o => Ok(o),
+                        };
                         // The requester may have timed out; the event is stored anyway.
-                        let _ = reply.send(Ok(outcome));
+                        let _ = reply.send(answer);
                     }
                 }
                 Err(e) => {

@@ -90,6 +90,26 @@ fn priority(level: log::Level) -> u8 {
     }
 }
 
+/// A message as exactly one log line: control characters (a newline from
+/// a sender's header or body, a database error's detail lines) are escaped,
+/// so no logged value can start a journal entry of its own.
+fn one_line(msg: String) -> String {
+    if !msg.chars().any(char::is_control) {
+        return msg;
+    }
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push(' '),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
         // Libraries (hyper, r2d2, postgres) only get to speak about problems.
@@ -101,6 +121,7 @@ impl log::Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
+        let msg = one_line(r.args().to_string());
         match &self.sink {
             Sink::Journal => {
                 // One write per line so concurrent lines never interleave.
@@ -109,16 +130,15 @@ impl log::Log for Logger {
                 } else {
                     priority(r.level())
                 };
-                let line = format!("<{prio}>{}\n", r.args());
+                let line = format!("<{prio}>{msg}\n");
                 let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
             Sink::Stderr => {
                 let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-                let line = format!("{now} {:<5} {}\n", r.level(), r.args());
+                let line = format!("{now} {:<5} {msg}\n", r.level());
                 let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
             Sink::Syslog(l) => {
-                let msg = r.args().to_string();
                 if let Ok(mut l) = l.lock() {
                     let _ = match r.level() {
                         log::Level::Error => l.err(msg),
@@ -134,5 +154,14 @@ impl log::Log for Logger {
 
     fn flush(&self) {
         let _ = std::io::stderr().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_line_escapes_controls() {
+        assert_eq!(super::one_line("a\nb\r\u{0}".into()), "a\\nb\\r\\u{0}");
+        assert_eq!(super::one_line("plain".into()), "plain");
     }
 }
