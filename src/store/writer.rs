@@ -408,13 +408,16 @@ impl WriterThread {
         }
         let result = if !self.status.schema_ready() {
             // Not migrated yet (the database has not answered since start).
+            let why = self
+                .status
+                .last_error()
+                .unwrap_or_else(|| "not reached yet".into());
             Err(StoreError::Unavailable(
-                format!(
-                    "waiting for the database: {}",
-                    self.status
-                        .last_error()
-                        .unwrap_or_else(|| "not reached yet".into())
-                )
+                if why.contains("waiting for the database") {
+                    why
+                } else {
+                    format!("waiting for the database: {why}")
+                }
                 .into(),
             ))
         } else if self.sink.deadline().is_some() {
