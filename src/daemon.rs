@@ -122,8 +122,8 @@ async fn serve(
     let opened = tokio::task::block_in_place(|| store::bringup::open(&config))?;
     let store = opened.store.clone();
     let status = opened.status.clone();
-    let postgres = store.kind() == "postgres";
-    if !postgres && !migrate_local(&store, &mut signals).await? {
+    let remote = store.remote();
+    if !remote && !migrate_local(&store, &mut signals).await? {
         return Ok(());
     }
 
@@ -148,7 +148,7 @@ async fn serve(
     )?);
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<StoreError>();
     let migrate_stop = Arc::new(AtomicBool::new(false));
-    if postgres {
+    if remote {
         let (first_tx, first_rx) = std::sync::mpsc::sync_channel(1);
         store::bringup::spawn_migrations(
             store.clone(),

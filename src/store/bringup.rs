@@ -39,7 +39,7 @@ fn identity(config: &Config) -> String {
 /// error: refusing to start is loud, silently ignoring those events is not.
 pub fn open(config: &Config) -> Result<Opened, StoreError> {
     let store = super::open(&config.store)?;
-    let postgres = store.kind() == "postgres";
+    let remote = store.remote();
     let me = identity(config);
     let spool = match config.spool_path() {
         Some(p) => match Spool::open(&p, config.store.spool_max_events, &me) {
@@ -62,10 +62,10 @@ pub fn open(config: &Config) -> Result<Opened, StoreError> {
         None => None,
     };
     let leftover = match Config::default_spool_path() {
-        Some(p) if spool.as_ref().is_none_or(|s| s.path() != p) => leftover(&p, postgres, &me)?,
+        Some(p) if spool.as_ref().is_none_or(|s| s.path() != p) => leftover(&p, remote, &me)?,
         _ => None,
     };
-    let status = if postgres {
+    let status = if remote {
         StoreStatus::waiting("waiting for the database: not reached yet")
     } else {
         StoreStatus::new()
@@ -81,14 +81,14 @@ pub fn open(config: &Config) -> Result<Opened, StoreError> {
 /// The default spool file when the configuration does not use it (spool
 /// turned off, or another path, or the embedded store): its events are
 /// drained into PostgreSQL if they are for this database, else refused.
-fn leftover(path: &Path, postgres: bool, me: &str) -> Result<Option<Arc<Spool>>, StoreError> {
+fn leftover(path: &Path, remote: bool, me: &str) -> Result<Option<Arc<Spool>>, StoreError> {
     let Some((n, recorded)) = spool::peek(path)? else {
         return Ok(None);
     };
     if n == 0 {
         return Ok(None);
     }
-    if !postgres {
+    if !remote {
         return Err(StoreError::SpoolForOtherStore {
             path: path.display().to_string(),
             events: n,

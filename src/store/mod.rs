@@ -368,6 +368,12 @@ pub trait Store: Send + Sync + 'static {
     fn latest_schema(&self) -> i32;
     /// Writer threads when `store.writers` is 0 (automatic).
     fn default_writers(&self) -> usize;
+    /// A database server that can be unreachable (PostgreSQL): the daemon
+    /// does not wait for it at start (it is migrated in the background) and
+    /// spools while it is down. A local file (SQLite) is migrated first.
+    fn remote(&self) -> bool {
+        false
+    }
     /// Apply pending migrations under a lock; returns how many were applied.
     fn migrate(&self) -> Result<usize, StoreError>;
     /// Fail unless the schema is present and not newer than this build.

@@ -739,6 +739,10 @@ impl Store for PgStore {
         2
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn migrate(&self) -> Result<usize, StoreError> {
         // A dedicated connection: closing it releases the advisory lock even
         // if a migration fails half-way.
