@@ -88,6 +88,14 @@ fn leftover(path: &Path, remote: bool, me: &str) -> Result<Option<Arc<Spool>>, S
     if n == 0 {
         return Ok(None);
     }
+    if spool::in_use(path) {
+        // Another process has it open: its spool, which it drains itself.
+        log::info!(
+            "spool {} holds {n} event(s) and is in use by another process; leaving it to that process",
+            path.display()
+        );
+        return Ok(None);
+    }
     if !remote {
         return Err(StoreError::SpoolForOtherStore {
             path: path.display().to_string(),
@@ -96,7 +104,12 @@ fn leftover(path: &Path, remote: bool, me: &str) -> Result<Option<Arc<Spool>>, S
             current: me.to_string(),
         });
     }
-    let s = Spool::open(path, 0, me)?;
+    let s = match Spool::open(path, 0, me) {
+        Ok(s) => s,
+        // Taken by another process since the check above: its to drain.
+        Err(StoreError::SpoolLocked { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     log::warn!(
         "spool {} is not in use by this configuration but holds {n} event(s) for this database: draining them into it (nothing new is spooled there)",
         path.display()

@@ -81,6 +81,17 @@ const SCHEMA: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
                  set_aside_at INTEGER NOT NULL
              );";
 
+/// Does another process hold this spool file (see [`Spool::open`])?
+pub fn in_use(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    matches!(
+        Flock::lock(file, FlockArg::LockSharedNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
+}
+
 /// Events in a spool file and the store they were spooled for, without
 /// locking or changing it (None if there is no such file).
 pub fn peek(path: &Path) -> Result<Option<(usize, Option<String>)>, StoreError> {
