@@ -345,6 +345,7 @@ fn pool_smaller_than_the_writers_need_is_refused() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "check-config accepted it: {err}");
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
     assert!(err.contains("store.pool_size"), "{err}");
     let mut d = Daemon::spawn(&env, &cfg, &[]);
     let st = d
@@ -412,6 +413,7 @@ fn two_instances_cannot_share_a_spool_file() {
         "a second instance runs on the same spool file:\n{}",
         second.log_text()
     );
+    assert_eq!(st.and_then(|s| s.code()), Some(75), "EX_TEMPFAIL");
     let log = second.log_text();
     assert!(log.contains(&spool.display().to_string()), "{log}");
     assert!(log.contains("another process"), "{log}");
@@ -497,6 +499,7 @@ fn spool_for_another_store_is_refused() {
         "started on a spool that holds another database's events:\n{log}"
     );
     assert!(log.contains("spool"), "{log}");
+    assert_eq!(st.and_then(|s| s.code()), Some(78), "EX_CONFIG");
     let mut c = postgres::Client::connect(&other_db, postgres::NoTls).unwrap();
     let moved: i64 = c
         .query_one(
