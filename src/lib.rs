@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod deliver;
 pub mod id;
+pub mod import;
 pub mod metrics;
 pub mod rules;
 pub mod server;
