@@ -214,7 +214,14 @@ fn pairs_object<'p>(pairs: impl Iterator<Item = &'p (String, String)>) -> Value 
 
 /// Walk a path. As in adnanh/webhook, a top-level key spelled exactly like
 /// the whole dotted path wins over walking it.
+///
+/// Also as there, a JSON array body can be addressed as `root`
+/// (`body.root.1.event`), since its users write that.
 fn lookup<'v>(doc: &'v Value, path: &[Segment]) -> Option<&'v Value> {
+    let path = match (doc, path.first()) {
+        (Value::Array(_), Some(Segment::Key(k))) if k == "root" => &path[1..],
+        _ => path,
+    };
     if path.len() > 1 && path.iter().all(|s| matches!(s, Segment::Key(_))) {
         let joined: Vec<&str> = path
             .iter()
@@ -291,6 +298,13 @@ mod tests {
             get(&v, "query").as_deref(),
             Some(r#"{"token":"42","x":"a b"}"#)
         );
+    }
+
+    #[test]
+    fn array_bodies_answer_to_root() {
+        let v = RequestView::new(Vec::new(), "", br#"[{"e":"a"},{"e":"b"}]"#, Meta::default());
+        assert_eq!(get(&v, "body.root.1.e").as_deref(), Some("b"));
+        assert_eq!(get(&v, "body[0].e").as_deref(), Some("a"));
     }
 
     #[test]

@@ -1,0 +1,110 @@
+use super::*;
+
+fn opts() -> Options {
+    Options {
+        secrets_dir: Some(PathBuf::from("/etc/webhookd/secrets")),
+        allow_unauthenticated: false,
+    }
+}
+
+fn conv(text: &str) -> Conversion {
+    convert(text, &opts()).unwrap()
+}
+
+#[test]
+fn github_example_becomes_a_github_hook_with_a_rule() {
+    let c = conv(
+        r#"[{"id":"webhook","execute-command":"/home/adnan/redeploy-go-webhook.sh",
+        "command-working-directory":"/home/adnan/go",
+        "pass-arguments-to-command":[{"source":"payload","name":"head_commit.id"},{"source":"payload","name":"pusher.name"}],
+        "trigger-rule":{"and":[
+          {"match":{"type":"payload-hmac-sha256","secret":"mysecret","parameter":{"source":"header","name":"X-Hub-Signature-256"}}},
+          {"match":{"type":"value","value":"refs/heads/master","parameter":{"source":"payload","name":"ref"}}}]}}]"#,
+    );
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    assert!(!c.toml.contains("mysecret"), "{}", c.toml);
+    assert_eq!(c.secrets.len(), 1);
+    assert_eq!(c.secrets[0].bytes, b"mysecret");
+    let t: toml::Table = toml::from_str(&c.toml).unwrap();
+    let h = &t["hooks"][0];
+    assert_eq!(h["scheme"].as_str(), Some("github"));
+    assert_eq!(
+        h["secrets"][0].as_str(),
+        Some("file:/etc/webhookd/secrets/webhook-hmac.secret")
+    );
+    assert_eq!(h["rule"]["value"].as_str(), Some("body.ref"));
+    assert_eq!(h["rule"]["equals"].as_str(), Some("refs/heads/master"));
+    assert_eq!(
+        h["action"]["args"][1]["value"].as_str(),
+        Some("body.pusher.name")
+    );
+}
+
+#[test]
+fn templates_become_references_and_others_are_reported() {
+    let c = conv(
+        r#"[{"id":"a","execute-command":"/bin/true","trigger-rule":{"match":{"type":"payload-hmac-sha1",
+           "secret":"{{ getenv "XXXTEST_SECRET" | js }}","parameter":{"source":"header","name":"X-Hub-Signature"}}}},
+           {"id":"b","execute-command":"/bin/true","trigger-rule":{"match":{"type":"value",
+           "value":"{{ credential "tok" | js }}","parameter":{"source":"url","name":"token"}}}},
+           {"id":"c","execute-command":"{{ .Foo }}","trigger-rule":{"match":{"type":"value",
+           "value":"{{ getenv "T" }}","parameter":{"source":"header","name":"X-Token"}}}}]"#,
+    );
+    let t: toml::Table = toml::from_str(&c.toml).unwrap();
+    assert_eq!(
+        t["hooks"][0]["secrets"][0].as_str(),
+        Some("env:XXXTEST_SECRET")
+    );
+    assert_eq!(t["hooks"][0]["legacy_sha1"].as_bool(), Some(true));
+    assert_eq!(t["hooks"][1]["scheme"].as_str(), Some("token"));
+    assert_eq!(t["hooks"][1]["token"].as_str(), Some("query.token"));
+    assert_eq!(t["hooks"][1]["secrets"][0].as_str(), Some("credential:tok"));
+    assert!(c.secrets.is_empty());
+    assert_eq!(c.skipped, 1);
+    let p = &c.problems.iter().find(|p| p.hook == "c").unwrap();
+    assert_eq!(p.place, "hooks[2].execute-command");
+}
+
+#[test]
+fn unconvertible_things_are_listed_with_hook_and_place() {
+    let c = conv(
+        r#"- id: s
+  execute-command: /bin/true
+  trigger-rule:
+    or:
+      - match: {type: payload-hmac-sha256, secret: x, parameter: {source: header, name: X-Sig}}
+      - match: {type: value, value: a, parameter: {source: payload, name: b}}
+- id: open
+  execute-command: /bin/true
+"#,
+    );
+    assert_eq!(c.converted, 0);
+    let places: Vec<String> = c.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        places
+            .iter()
+            .any(|p| p.contains("hook \"s\" at hooks[0].trigger-rule.or[0].match")),
+        "{places:?}"
+    );
+    assert!(
+        places
+            .iter()
+            .any(|p| p.contains("hook \"open\"") && p.contains("--allow-unauthenticated")),
+        "{places:?}"
+    );
+    assert!(!places.iter().any(|p| p.contains(": x")), "{places:?}");
+}
+
+#[test]
+fn inline_secret_without_secrets_dir_is_a_problem_not_an_echo() {
+    let c = convert(
+        r#"[{"id":"g","execute-command":"/bin/true","trigger-rule":{"match":{"type":"value","value":"hunter2",
+        "parameter":{"source":"header","name":"X-Gitlab-Token"}}}}]"#,
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(c.converted, 0);
+    let all = format!("{:?}{}", c.problems, c.toml);
+    assert!(all.contains("--secrets-dir"), "{all}");
+    assert!(!all.contains("hunter2"), "{all}");
+}
