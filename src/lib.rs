@@ -13,7 +13,7 @@ pub mod deliver;
 pub mod id;
 pub mod import;
 pub mod metrics;
-pub mod rules;
+pub mod payload;
 pub mod server;
 pub mod signals;
 pub mod store;

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::rules::ValueRef;
+use crate::payload::ValueRef;
 use toml_out::{quote, Val};
 
 /// Options from the command line.

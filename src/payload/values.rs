@@ -249,7 +249,7 @@ fn resolve(v: &Value, view: &RequestView<'_>, place: &str) -> Result<Vec<u8>, Va
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::Meta;
+    use crate::payload::Meta;
 
     fn spec(t: &str) -> ExecValuesSpec {
         toml::from_str(t).unwrap()
