@@ -31,6 +31,12 @@ pub struct Hook {
     pub rules: crate::rules::HookRules,
     /// What the dispatcher does with this hook's events (None: store only).
     pub route: Option<Arc<Route>>,
+    /// Payload rule and handshake (src/payload/).
+    pub payload: crate::check::PayloadParts,
+    /// Custom answers for accepted, duplicate and ignored requests.
+    pub response: crate::config::ResponsesConfig,
+    /// With `respond = "after_action"`: how long to wait for the first attempt.
+    pub respond_after: Option<std::time::Duration>,
 }
 
 /// A configuration with its secrets resolved; replaced whole on reload so a
@@ -53,6 +59,15 @@ impl Live {
         let mut hooks = HashMap::with_capacity(config.hooks.len());
         for h in &config.hooks {
             let (scheme, rules) = crate::check::hook_parts(h).map_err(|e| e.in_hook(&h.id))?;
+            let payload = crate::check::payload_parts(h).map_err(|e| e.in_hook(&h.id))?;
+            if !scheme.authenticates() {
+                log::warn!(
+                    "hook {}: UNAUTHENTICATED (scheme = \"none\"): anyone who can reach /hooks/{} can submit events{}",
+                    h.id,
+                    h.id,
+                    if h.allow_ips.is_some() { "; only allow_ips limits who" } else { "" }
+                );
+            }
             let mut secrets = Vec::with_capacity(h.secrets.len());
             let mut errors = Vec::new();
             for r in &h.secrets {
@@ -69,7 +84,7 @@ impl Live {
             if strict && !errors.is_empty() {
                 return Err(Invalid::new("", errors.join("; ")).in_hook(&h.id));
             }
-            let mut problem = if secrets.is_empty() {
+            let mut problem = if secrets.is_empty() && scheme.authenticates() {
                 Some(format!("no usable secret ({})", errors.join("; ")))
             } else {
                 None
@@ -107,6 +122,12 @@ impl Live {
                     body_limit: h.body_limit.unwrap_or(config.server.body_limit),
                     counters: metrics.hook_counters(&h.id),
                     rules,
+                    payload,
+                    response: h.response.clone(),
+                    respond_after: (h.respond == crate::config::Respond::AfterAction).then(|| {
+                        h.respond_deadline
+                            .unwrap_or(crate::config::DEFAULT_RESPOND_DEADLINE)
+                    }),
                     route: action.map(|action| {
                         Arc::new(Route {
                             hook_id: h.id.clone(),

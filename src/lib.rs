@@ -14,6 +14,7 @@ pub mod id;
 pub mod import;
 pub mod metrics;
 pub mod payload;
+pub mod rules;
 pub mod server;
 pub mod signals;
 pub mod store;

@@ -15,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::Attempt;
+use crate::payload::values::ExecValues;
+use crate::payload::{Meta, RequestView};
 use crate::store::Claimed;
 
 /// A resolved exec action.
@@ -25,6 +27,52 @@ pub struct ExecAction {
     pub workdir: Option<PathBuf>,
     pub timeout: Duration,
     pub output_limit: usize,
+    /// `args`, `env`, `files` from the stored event's request values.
+    pub values: ExecValues,
+}
+
+/// Temporary files handed to the command (`files`), removed when dropped.
+struct TempFiles(Vec<PathBuf>);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Write each file (mode 0600, a fresh name per event and attempt) in the
+/// working directory or the temporary directory.
+fn write_files(
+    a: &ExecAction,
+    ev: &Claimed,
+    files: &[(String, Vec<u8>)],
+) -> Result<(TempFiles, Vec<(String, PathBuf)>), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = a.workdir.clone().unwrap_or_else(std::env::temp_dir);
+    let mut made = TempFiles(Vec::new());
+    let mut env = Vec::new();
+    for (i, (name, bytes)) in files.iter().enumerate() {
+        let path = dir.join(format!(
+            ".webhookd-{}-{}-{i}-{}",
+            ev.id,
+            ev.attempts,
+            name.to_ascii_lowercase()
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("files.{name}: cannot create {}: {e}", path.display()))?;
+        made.0.push(path.clone());
+        f.write_all(bytes)
+            .map_err(|e| format!("files.{name}: cannot write {}: {e}", path.display()))?;
+        env.push((name.clone(), path));
+    }
+    Ok((made, env))
 }
 
 /// Kills the process group when dropped (timeout, or the task aborted at
@@ -70,15 +118,45 @@ fn shown(out: &[u8], truncated: bool) -> String {
 }
 
 pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
+    // Values come from the stored event, so every attempt and every replay
+    // gets the same; one that is missing will stay missing: a dead letter.
+    let values = {
+        let view = RequestView::from_stored(
+            ev.headers.0.iter().cloned(),
+            &ev.body,
+            Meta {
+                event: Some(ev.event_type.clone()),
+                delivery: Some(ev.delivery_id.clone()),
+                hook: Some(ev.hook_id.clone()),
+                id: Some(ev.id.clone()),
+            },
+        );
+        match a.values.resolve(&view) {
+            Ok(v) => v,
+            Err(e) => return Attempt::permanent(e.to_string()),
+        }
+    };
+    let (_files, file_env) = match write_files(a, ev, &values.files) {
+        Ok(f) => f,
+        Err(e) => return Attempt::retry(e, None),
+    };
     let mut cmd = if a.shell {
+        // Values reach the script as "$1", "$2"..., never as script text.
         let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(&a.command[0]);
+        c.arg("-c").arg(&a.command[0]).arg("webhookd");
         c
     } else {
         let mut c = Command::new(&a.command[0]);
         c.args(&a.command[1..]);
         c
     };
+    cmd.args(&values.args);
+    for (k, v) in &values.env {
+        cmd.env(k, v);
+    }
+    for (k, p) in &file_env {
+        cmd.env(k, p);
+    }
     cmd.env("WEBHOOK_HOOK", &ev.hook_id)
         .env("WEBHOOK_EVENT", &ev.event_type)
         .env("WEBHOOK_DELIVERY", &ev.delivery_id)

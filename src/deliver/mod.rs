@@ -105,6 +105,7 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
             workdir,
             timeout,
             concurrency,
+            ..
         } => HookAction {
             target: format!("exec:{}", if *shell { "/bin/sh" } else { &command[0] }),
             kind: ActionKind::Exec(ExecAction {
@@ -113,11 +114,31 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
                 workdir: workdir.clone(),
                 timeout: *timeout,
                 output_limit,
+                values: exec_values(a).map_err(|e| e.to_string())?,
             }),
             concurrency: *concurrency,
             timeout: *timeout,
         },
     })
+}
+
+/// An exec action's `args`, `env` and `files`, compiled (empty for forward).
+pub fn exec_values(
+    a: &ActionConfig,
+) -> Result<crate::payload::values::ExecValues, crate::payload::RuleError> {
+    match a {
+        ActionConfig::Exec {
+            args, env, files, ..
+        } => crate::payload::values::ExecValues::compile(
+            &crate::payload::values::ExecValuesSpec {
+                args: args.clone(),
+                env: env.clone(),
+                files: files.clone(),
+            },
+            "action",
+        ),
+        ActionConfig::Forward { .. } => Ok(Default::default()),
+    }
 }
 
 /// The result of one attempt.

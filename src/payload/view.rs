@@ -94,12 +94,15 @@ impl<'a> RequestView<'a> {
         }
     }
 
-    /// Rebuild the view of a stored event from its headers JSON (an array of
-    /// `[name, value]`, with the query string under [`QUERY_ENTRY`]).
-    pub fn from_stored(headers_json: &str, body: &'a [u8], meta: Meta) -> RequestView<'a> {
-        let pairs: Vec<(String, String)> = serde_json::from_str(headers_json).unwrap_or_default();
+    /// Rebuild the view of a stored event from its kept headers (`[name,
+    /// value]` pairs, with the query string under [`QUERY_ENTRY`]).
+    pub fn from_stored(
+        pairs: impl IntoIterator<Item = (String, String)>,
+        body: &'a [u8],
+        meta: Meta,
+    ) -> RequestView<'a> {
         let mut query = String::new();
-        let mut headers = Vec::with_capacity(pairs.len());
+        let mut headers = Vec::new();
         for (k, v) in pairs {
             if k == QUERY_ENTRY {
                 query = v;
@@ -343,7 +346,10 @@ mod tests {
 
     #[test]
     fn stored_events_keep_the_query() {
-        let h = r#"[["content-type","application/json"],[":query","branch=dev"]]"#;
+        let h = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            (QUERY_ENTRY.to_string(), "branch=dev".to_string()),
+        ];
         let v = RequestView::from_stored(h, br#"{"a":1}"#, Meta::default());
         assert_eq!(get(&v, "query.branch").as_deref(), Some("dev"));
         assert_eq!(get(&v, "header.:query"), None);

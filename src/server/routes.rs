@@ -20,6 +20,8 @@ use serde_json::json;
 use super::body::{read_body, BodyError};
 use super::listen::Role;
 use crate::app::{App, Hook};
+use crate::config::ResponseConfig;
+use crate::payload::{Meta, RequestView};
 use crate::rules::{self, Refusal};
 use crate::store::writer::SubmitError;
 use crate::store::{EventState, Headers, NewEvent, Outcome, StoreError};
@@ -94,10 +96,66 @@ pub async fn handle(
 struct Answer {
     status: StatusCode,
     body: serde_json::Value,
-    retry_after: Option<u32>,
+    /// Seconds (a u16 keeps `Answer` small; longer waits are capped).
+    retry_after: Option<u16>,
     delivery: Option<String>,
     event: Option<String>,
     detail: String,
+    /// A hook's own answer (`[hooks.response]`, a handshake, a command's
+    /// output) instead of the JSON body.
+    custom: Option<Box<Custom>>,
+}
+
+/// A raw response body with its content type and extra headers.
+struct Custom {
+    body: Bytes,
+    content_type: HeaderValue,
+    headers: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl Answer {
+    /// Apply a configured response: its status, and its body and headers.
+    fn shaped(mut self, c: Option<&ResponseConfig>) -> Answer {
+        let Some(c) = c else { return self };
+        if let Some(s) = c.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+            self.status = s;
+        }
+        let headers = c
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect::<Vec<_>>();
+        if c.body.is_some() || !headers.is_empty() {
+            let (body, content_type) = match &c.body {
+                Some(b) => (
+                    Bytes::from(b.clone().into_bytes()),
+                    c.content_type
+                        .as_deref()
+                        .and_then(|t| HeaderValue::from_str(t).ok())
+                        .unwrap_or(HeaderValue::from_static("text/plain; charset=utf-8")),
+                ),
+                None => {
+                    let mut bytes = serde_json::to_vec(&self.body).unwrap_or_default();
+                    bytes.push(b'\n');
+                    (
+                        Bytes::from(bytes),
+                        HeaderValue::from_static("application/json"),
+                    )
+                }
+            };
+            self.custom = Some(Box::new(Custom {
+                body,
+                content_type,
+                headers,
+            }));
+        }
+        self
+    }
 }
 
 impl Answer {
@@ -110,11 +168,12 @@ impl Answer {
             delivery: None,
             event: None,
             detail: format!("error={message:?}"),
+            custom: None,
         }
     }
 
     fn retry(mut self, secs: u32) -> Answer {
-        self.retry_after = Some(secs);
+        self.retry_after = Some(u16::try_from(secs).unwrap_or(u16::MAX));
         self
     }
 }
@@ -196,7 +255,18 @@ async fn hook(
         500..=599 => log::error!("{line}"),
         _ => log::warn!("{line}"),
     }
-    let mut resp = json_response(answer.status, &answer.body);
+    let mut resp = match answer.custom.map(|c| *c) {
+        Some(c) => {
+            let mut r = Response::new(Full::new(c.body));
+            *r.status_mut() = answer.status;
+            r.headers_mut().insert(CONTENT_TYPE, c.content_type);
+            for (k, v) in c.headers {
+                r.headers_mut().append(k, v);
+            }
+            r
+        }
+        None => json_response(answer.status, &answer.body),
+    };
     if let Some(s) = answer.retry_after {
         resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
     }
@@ -214,23 +284,47 @@ async fn process(
         return refused;
     }
     let (parts, body) = req.into_parts();
-    let (body, verified) = match read_and_verify(hook, &parts.headers, body).await {
+    let query = parts.uri.query().unwrap_or("");
+    let (body, verified) = match read_and_verify(hook, &parts.headers, query, body).await {
         Ok(v) => v,
         Err(refused) => return refused,
     };
     let event = verified.event.clone().unwrap_or_else(|| "unknown".into());
     let key = format!("key={}", verified.key_index);
+    // Payload rules and handshakes see the verified request only.
+    let view = request_view(hook, &parts.headers, query, &body, &event, &verified);
+    if let Some(a) = handshake(hook, &view, &event, &key) {
+        return a;
+    }
     let delivery = match accept(app, hook, &verified, &body, &event, &key) {
         Ok(d) => d,
         Err(answer) => return answer,
     };
+    if let Some(rule) = &hook.payload.rule {
+        if let Err(m) = rule.check(&view) {
+            hook.counters.ignored.inc();
+            hook.counters.rule_mismatch.inc();
+            app.metrics.ignored_total.inc();
+            return Answer {
+                status: StatusCode::OK,
+                body: json!({"status": "ignored", "reason": "the hook's rule did not match"}),
+                retry_after: None,
+                delivery: Some(delivery),
+                event: Some(event),
+                detail: format!("{key} ignored=rule rule={:?} reason={:?}", m.rule, m.reason),
+                custom: None,
+            }
+            .shaped(hook.response.ignored.as_ref());
+        }
+    }
+    drop(view);
     let new = NewEvent {
         id: crate::id::new_event_id(),
         hook_id: hook.id.clone(),
         delivery_id: delivery.clone(),
         event_type: event.clone(),
         received_at: SystemTime::now(),
-        headers: kept_headers(&parts.headers),
+        headers: kept_headers(hook, &parts.headers, query),
         body,
         state: if hook.route.is_some() {
             EventState::Pending
@@ -283,10 +377,80 @@ fn admit(
     Ok(())
 }
 
+/// The verified request as payload rules and handshakes read it.
+fn request_view<'a>(
+    hook: &Hook,
+    headers: &HeaderMap,
+    query: &str,
+    body: &'a [u8],
+    event: &str,
+    verified: &Verified,
+) -> RequestView<'a> {
+    let needed = hook.payload.rule.is_some() || hook.payload.handshake.is_some();
+    RequestView::new(
+        headers.iter().filter(|_| needed).map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        }),
+        if needed { query } else { "" },
+        body,
+        Meta {
+            event: Some(event.to_string()),
+            delivery: verified.delivery_id.clone(),
+            hook: Some(hook.id.clone()),
+            id: None,
+        },
+    )
+}
+
+/// `[hooks.handshake]`: an endpoint check answered with the value it asks
+/// for, not stored.
+fn handshake(hook: &Hook, view: &RequestView<'_>, event: &str, key: &str) -> Option<Answer> {
+    let hs = hook.payload.handshake.as_ref()?;
+    hs.rule.check(view).ok()?;
+    hook.counters.handshake.inc();
+    let Some(value) = view.get(&hs.echo) else {
+        let mut a = Answer::fail(
+            StatusCode::BAD_REQUEST,
+            format!("handshake: the request has no {}", hs.echo),
+        );
+        a.event = Some(event.to_string());
+        return Some(a);
+    };
+    let text = value.text().into_owned();
+    let (body, content_type) = match &hs.json_field {
+        Some(f) => {
+            let mut b = serde_json::to_vec(&json!({ f.as_str(): text })).unwrap_or_default();
+            b.push(b'\n');
+            (Bytes::from(b), HeaderValue::from_static("application/json"))
+        }
+        None => (
+            Bytes::from(text.into_bytes()),
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ),
+    };
+    Some(Answer {
+        status: StatusCode::OK,
+        body: serde_json::Value::Null,
+        retry_after: None,
+        delivery: None,
+        event: Some(event.to_string()),
+        detail: format!("{key} handshake"),
+        custom: Some(Box::new(Custom {
+            body,
+            content_type,
+            headers: Vec::new(),
+        })),
+    })
+}
+
 /// Read the body within the hook's limit and check its signature.
 async fn read_and_verify(
     hook: &Hook,
     headers: &HeaderMap,
+    query: &str,
     body: Incoming,
 ) -> Result<(Bytes, Verified), Answer> {
     let content_length = headers
@@ -302,7 +466,7 @@ async fn read_and_verify(
     };
     match hook
         .scheme
-        .verify(headers, &body, &hook.secrets, SystemTime::now())
+        .verify_request(headers, query, &body, &hook.secrets, SystemTime::now())
     {
         Ok(v) => Ok((body, v)),
         Err(e) => Err(Answer::fail(StatusCode::UNAUTHORIZED, e.to_string())),
@@ -331,6 +495,7 @@ fn accept(
                 delivery: None,
                 event: Some(event.to_string()),
                 detail: format!("{key} slack-url-verification"),
+                custom: None,
             });
         }
     }
@@ -359,7 +524,9 @@ fn accept(
                 delivery: Some(delivery),
                 event: Some(event.to_string()),
                 detail: format!("{key} ignored=event-filter"),
-            });
+                custom: None,
+            }
+            .shaped(hook.response.ignored.as_ref()));
         }
     }
     Ok(delivery)
@@ -403,7 +570,9 @@ async fn store(app: &App, hook: &Hook, new: NewEvent, key: &str) -> Answer {
                 delivery: None,
                 event: None,
                 detail,
+                custom: None,
             }
+            .shaped(hook.response.duplicate.as_ref())
         }
         Err(e @ StoreError::Unavailable(_)) => {
             let mut a = Answer::fail(
@@ -444,22 +613,42 @@ fn accepted(app: &App, hook: &Hook, key: &str, id: String, spooled: bool) -> Ans
         delivery: None,
         event: None,
         detail,
+        custom: None,
     }
+    .shaped(hook.response.accepted.as_ref())
 }
 
-/// The request headers to keep with the event, minus credentials.
-fn kept_headers(h: &HeaderMap) -> Headers {
-    Headers(
-        h.iter()
-            .filter(|(k, _)| !SENSITIVE_HEADERS.contains(&k.as_str()))
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-    )
+/// The request headers to keep with the event, minus credentials (and
+/// the token scheme's own header), with the query string (minus the token
+/// scheme's own parameter) as a `:query` entry, so rules and exec values
+/// read the stored event as they read the request.
+fn kept_headers(hook: &Hook, h: &HeaderMap, query: &str) -> Headers {
+    let (token_header, token_param) = match &hook.scheme {
+        crate::verify::Scheme::Token(t) => (t.header(), t.query_param()),
+        _ => (None, None),
+    };
+    let mut pairs: Vec<(String, String)> = h
+        .iter()
+        .filter(|(k, _)| {
+            !SENSITIVE_HEADERS.contains(&k.as_str()) && Some(k.as_str()) != token_header
+        })
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let kept: String = match token_param {
+        Some(p) => form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != p))
+            .finish(),
+        None => query.to_string(),
+    };
+    if !kept.is_empty() {
+        pairs.push((crate::payload::view::QUERY_ENTRY.to_string(), kept));
+    }
+    Headers(pairs)
 }
 
 fn peer_str(peer: Option<SocketAddr>) -> String {
