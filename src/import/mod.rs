@@ -537,6 +537,7 @@ impl<'a> Hook<'a> {
             return None;
         }
         let mut lines = Vec::new();
+        let mut refused = false;
         let kv = |k: &str, v: Val| format!("{} = {}", toml_out::key(k), v.render());
         lines.push(kv("id", Val::s(&id)));
         match auth.len() {
@@ -553,7 +554,8 @@ impl<'a> Hook<'a> {
                             "{what}; convert it with --allow-unauthenticated (scheme = \"none\")"
                         ),
                     );
-                    return None;
+                    // Go on, so the other problems of this hook are listed too.
+                    refused = true;
                 }
                 lines.push(kv("scheme", Val::s("none")));
             }
@@ -733,12 +735,15 @@ impl<'a> Hook<'a> {
                     .collect();
                 lines.push(format!("files = {}", Val::Table(t).render()));
             }
-            lines.push("# adnanh/webhook ran commands at once and without a time limit; webhookd runs one at a time (concurrency = 1) for at most timeout = \"60s\" and retries failures".into());
+            lines.push("# adnanh/webhook ran commands at once, without a time limit; here: concurrency = 1, timeout = \"60s\", failures are retried ([hooks.retry])".into());
         } else {
             self.problem(
                 "execute-command",
                 "no command: the hook only stores events (add [hooks.action] to act on them)",
             );
+        }
+        if refused {
+            return None;
         }
         let mut text = String::from("[[hooks]]\n");
         for l in lines {
