@@ -717,3 +717,110 @@ fn bad_rules_are_config_errors_and_refused_on_reload() {
     d.signal(nix::sys::signal::Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(10));
 }
+
+#[test]
+fn after_action_answers_with_the_first_attempt_or_202_past_the_deadline() {
+    let env = Env::new("prules-sync");
+    let url = env.sqlite_url();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let t = secret_file(&env, "t.secret", "sync-token");
+    let sink = Sink::new();
+    sink.set_reply(|_, _| (201, vec![], Duration::ZERO));
+    let done = env.path("slow-done").display().to_string();
+    let hook = |id: &str, action: &str, extra: &str| {
+        format!(
+            "\n[[hooks]]\nid = \"{id}\"\nscheme = \"token\"\ntoken = \"header.X-Token\"\nsecrets = [\"file:{t}\"]\ndelivery_header = \"X-Request-Id\"\nrespond = \"after_action\"\n{extra}\n[hooks.action]\n{action}\n[hooks.retry]\ninitial_delay = \"50ms\"\nmax_delay = \"50ms\"\nmax_attempts = 2\n"
+        )
+    };
+    let cfg = base(&addr, &url)
+        + &hook(
+            "fast",
+            "type = \"exec\"\nshell = true\ncommand = [\"echo \\\"hello $1\\\"\"]\nargs = [{ value = \"body.name\" }]",
+            "respond_deadline = \"5s\"",
+        )
+        + &hook(
+            "fails",
+            "type = \"exec\"\nshell = true\ncommand = [\"echo partial; echo boom >&2; exit 3\"]",
+            "",
+        )
+        + &hook(
+            "slow",
+            &format!("type = \"exec\"\nshell = true\ncommand = [\"sleep 1.5; touch {done}\"]"),
+            "respond_deadline = \"300ms\"",
+        )
+        + &hook(
+            "fwd",
+            &format!("type = \"forward\"\nurl = \"{}\"", sink.url("/in")),
+            "",
+        );
+    let d = Daemon::start(&env, &cfg, &[]);
+    let h = |delivery: &str| {
+        vec![
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-Token".to_string(), "sync-token".to_string()),
+            ("X-Request-Id".to_string(), delivery.to_string()),
+        ]
+    };
+    // A fast command's output comes back in the response.
+    let r = post(&addr, "fast", &h("f1"), br#"{"name":"world $(id)"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello world $(id)\n");
+    let id = r.header("x-webhookd-event-id").unwrap().to_string();
+    let out = cli(&d.config, &["events", "show", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("done"),
+        "stored and done"
+    );
+
+    // A failing one: 500 with its output; the event stays queued for retries.
+    let r = post(&addr, "fails", &h("f2"), b"{}");
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("partial") && r.text().contains("boom"),
+        "{}",
+        r.text()
+    );
+    let id = r.header("x-webhookd-event-id").unwrap().to_string();
+    let start = Instant::now();
+    loop {
+        let out = cli(&d.config, &["events", "show", &id, "--json"]);
+        let shown = String::from_utf8_lossy(&out.stdout).to_string();
+        if shown.contains("\"attempts\":2") || shown.contains("\"attempts\": 2") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not retried: {shown}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A slow one: 202 once the deadline passes, and it still runs to the end.
+    let t0 = Instant::now();
+    let r = post(&addr, "slow", &h("f3"), b"{}");
+    let took = t0.elapsed();
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(took < Duration::from_millis(1200), "{took:?}");
+    assert!(!Path::new(&done).exists());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    while !Path::new(&done).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "slow command never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_state(&url, "f3", "done", Duration::from_secs(5));
+    assert!(!id.is_empty());
+
+    // Forward: the target's status.
+    let r = post(&addr, "fwd", &h("f4"), b"{\"a\":1}");
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["status"], "done");
+    assert_eq!(sink.count(), 1);
+    // A duplicate answers as a duplicate at once (nothing runs twice).
+    let r = post(&addr, "fwd", &h("f4"), b"{\"a\":1}");
+    assert_eq!(r.json()["status"], "duplicate");
+    assert_eq!(sink.count(), 1);
+}

@@ -117,7 +117,20 @@ fn shown(out: &[u8], truncated: bool) -> String {
     s
 }
 
+/// A command's output, kept for a request that waits for it.
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    /// stdout, then stderr.
+    pub output: Vec<u8>,
+    pub truncated: bool,
+}
+
 pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
+    run_captured(a, ev).await.0
+}
+
+/// Run once; also return what the command printed.
+pub async fn run_captured(a: &ExecAction, ev: &Claimed) -> (Attempt, Captured) {
     // Values come from the stored event, so every attempt and every replay
     // gets the same; one that is missing will stay missing: a dead letter.
     let values = {
@@ -133,12 +146,12 @@ pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
         );
         match a.values.resolve(&view) {
             Ok(v) => v,
-            Err(e) => return Attempt::permanent(e.to_string()),
+            Err(e) => return (Attempt::permanent(e.to_string()), Captured::default()),
         }
     };
     let (_files, file_env) = match write_files(a, ev, &values.files) {
         Ok(f) => f,
-        Err(e) => return Attempt::retry(e, None),
+        Err(e) => return (Attempt::retry(e, None), Captured::default()),
     };
     let mut cmd = if a.shell {
         // Values reach the script as "$1", "$2"..., never as script text.
@@ -172,7 +185,12 @@ pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Attempt::retry(format!("cannot start {:?}: {e}", a.command[0]), None),
+        Err(e) => {
+            return (
+                Attempt::retry(format!("cannot start {:?}: {e}", a.command[0]), None),
+                Captured::default(),
+            )
+        }
     };
     let mut guard = GroupGuard {
         pgid: child.id().map(|p| p as i32),
@@ -197,9 +215,12 @@ pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
         Err(_) => {
             drop(guard); // kills the whole group
             let _ = child.wait().await;
-            return Attempt::retry(
-                format!("timed out after {:?}; process group killed", a.timeout),
-                None,
+            return (
+                Attempt::retry(
+                    format!("timed out after {:?}; process group killed", a.timeout),
+                    None,
+                ),
+                Captured::default(),
             );
         }
     };
@@ -220,7 +241,11 @@ pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
             shown(&err.0, err.1)
         );
     }
-    match status {
+    let captured = Captured {
+        truncated: out.1 || err.1,
+        output: [out.0, err.0].concat(),
+    };
+    let attempt = match status {
         Ok(s) if s.success() => Attempt::Ok,
         Ok(s) => match (s.code(), s.signal()) {
             (Some(c), _) => Attempt::retry(format!("command exited with status {c}"), None),
@@ -228,5 +253,6 @@ pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
             _ => Attempt::retry("command failed".into(), None),
         },
         Err(e) => Attempt::retry(format!("waiting for the command failed: {e}"), None),
-    }
+    };
+    (attempt, captured)
 }

@@ -104,6 +104,8 @@ struct Answer {
     /// A hook's own answer (`[hooks.response]`, a handshake, a command's
     /// output) instead of the JSON body.
     custom: Option<Box<Custom>>,
+    /// False for a 5xx that is a command's result, not a refusal.
+    counted: bool,
 }
 
 /// A raw response body with its content type and extra headers.
@@ -169,6 +171,7 @@ impl Answer {
             event: None,
             detail: format!("error={message:?}"),
             custom: None,
+            counted: true,
         }
     }
 
@@ -214,6 +217,7 @@ async fn hook(
     let answer = process(app, &hook, peer, req).await;
     let c = &hook.counters;
     match answer.status.as_u16() {
+        _ if !answer.counted => {}
         202 => {}
         200 => {}
         401 => {
@@ -235,7 +239,7 @@ async fn hook(
             c.bad_request.inc();
         }
     }
-    if !answer.status.is_success() {
+    if !answer.status.is_success() && answer.counted {
         app.metrics.rejected_total.inc();
     }
     let elapsed = started.elapsed();
@@ -251,6 +255,7 @@ async fn hook(
         answer.detail,
     );
     match answer.status.as_u16() {
+        _ if !answer.counted => log::info!("{line}"),
         200..=299 => log::info!("{line}"),
         500..=599 => log::error!("{line}"),
         _ => log::warn!("{line}"),
@@ -280,6 +285,7 @@ async fn process(
     peer: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Answer {
+    let started = Instant::now();
     if let Err(refused) = admit(app, hook, peer, req.headers()) {
         return refused;
     }
@@ -313,6 +319,7 @@ async fn process(
                 event: Some(event),
                 detail: format!("{key} ignored=rule rule={:?} reason={:?}", m.rule, m.reason),
                 custom: None,
+                counted: true,
             }
             .shaped(hook.response.ignored.as_ref());
         }
@@ -332,10 +339,111 @@ async fn process(
             EventState::Stored
         },
     };
+    // respond = "after_action": listen for the first attempt before the
+    // event can be claimed; it is still committed before anything runs.
+    let waiting = match (hook.respond_after, &hook.route) {
+        (Some(deadline), Some(_)) => Some((deadline, app.delivery.wait_first(&new.id))),
+        _ => None,
+    };
+    let event_id = new.id.clone();
     let mut a = store(app, hook, new, &key).await;
+    if let Some((deadline, rx)) = waiting {
+        let fresh = a.body.get("status").and_then(|s| s.as_str()) == Some("accepted")
+            && a.body.get("spooled").is_none();
+        let left = deadline.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(first)) if fresh => a = after_action(hook, a, &event_id, first),
+            _ => {
+                app.delivery.forget_first(&event_id);
+                if fresh {
+                    a.detail.push_str(" respond=deadline-passed");
+                }
+            }
+        }
+    }
     a.delivery = Some(delivery);
     a.event = Some(event);
     a
+}
+
+/// The answer carrying the first attempt's result: a command's output with
+/// 200 (exit 0) or 500 (failed), or the forward target's status (502 if it
+/// did not answer). Retries go on as usual after a failure.
+fn after_action(
+    hook: &Hook,
+    stored: Answer,
+    id: &str,
+    first: crate::deliver::FirstResult,
+) -> Answer {
+    let exec = hook
+        .route
+        .as_ref()
+        .is_some_and(|r| matches!(r.action.kind, crate::deliver::ActionKind::Exec(_)));
+    let accepted = hook.response.accepted.as_ref();
+    let mut headers: Vec<(http::HeaderName, HeaderValue)> = accepted
+        .map(|c| {
+            c.headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(id) {
+        headers.push((http::HeaderName::from_static("x-webhookd-event-id"), v));
+    }
+    if first.truncated {
+        headers.push((
+            http::HeaderName::from_static("x-webhookd-output-truncated"),
+            HeaderValue::from_static("true"),
+        ));
+    }
+    let result = if first.ok { "done" } else { "failed" };
+    let (status, body, content_type) = if exec {
+        let status = match (first.ok, accepted.and_then(|c| c.status)) {
+            (true, Some(s)) => StatusCode::from_u16(s).unwrap_or(StatusCode::OK),
+            (true, None) => StatusCode::OK,
+            (false, _) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Bytes::from(first.output),
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )
+    } else {
+        let status = first
+            .target_status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut b = serde_json::to_vec(&json!({
+            "id": id,
+            "status": result,
+            "target_status": first.target_status,
+            "error": first.error,
+        }))
+        .unwrap_or_default();
+        b.push(b'\n');
+        (
+            status,
+            Bytes::from(b),
+            HeaderValue::from_static("application/json"),
+        )
+    };
+    Answer {
+        status,
+        detail: format!("{} respond=after_action result={result}", stored.detail),
+        custom: Some(Box::new(Custom {
+            body,
+            content_type,
+            headers,
+        })),
+        counted: false,
+        ..stored
+    }
 }
 
 /// Allowlist and rate limit, before the body is read or anything verified;
@@ -443,6 +551,7 @@ fn handshake(hook: &Hook, view: &RequestView<'_>, event: &str, key: &str) -> Opt
             content_type,
             headers: Vec::new(),
         })),
+        counted: true,
     })
 }
 
@@ -496,6 +605,7 @@ fn accept(
                 event: Some(event.to_string()),
                 detail: format!("{key} slack-url-verification"),
                 custom: None,
+                counted: true,
             });
         }
     }
@@ -525,6 +635,7 @@ fn accept(
                 event: Some(event.to_string()),
                 detail: format!("{key} ignored=event-filter"),
                 custom: None,
+                counted: true,
             }
             .shaped(hook.response.ignored.as_ref()));
         }
@@ -571,6 +682,7 @@ async fn store(app: &App, hook: &Hook, new: NewEvent, key: &str) -> Answer {
                 event: None,
                 detail,
                 custom: None,
+                counted: true,
             }
             .shaped(hook.response.duplicate.as_ref())
         }
@@ -614,6 +726,7 @@ fn accepted(app: &App, hook: &Hook, key: &str, id: String, spooled: bool) -> Ans
         event: None,
         detail,
         custom: None,
+        counted: true,
     }
     .shaped(hook.response.accepted.as_ref())
 }
