@@ -378,7 +378,7 @@ pub struct HookConfig {
     /// Only verified requests that match are stored; others are answered
     /// `response.ignored` and dropped.
     #[serde(default)]
-    pub rule: Option<crate::payload::RuleSpec>,
+    pub rule: Option<RuleSpec>,
     /// What to answer for accepted, duplicate and ignored requests.
     #[serde(default)]
     pub response: ResponsesConfig,
@@ -391,6 +391,89 @@ pub struct HookConfig {
     pub respond: Respond,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub respond_deadline: Option<Duration>,
+}
+
+// --- Rule and request-value specs, as written; compiled (and their
+// references checked) in src/payload/.
+
+/// A literal to compare with: TOML strings, integers, floats and booleans
+/// all compare as the text JSON would show.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Text(s) => f.write_str(s),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// A number for `lt` / `gt` (TOML integers and floats).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    pub fn get(self) -> f64 {
+        match self {
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+        }
+    }
+}
+
+/// One rule as written: either a combination (`all`, `any`, `not`) or a
+/// match of `value` with exactly one operator.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Shown in the mismatch log line instead of the rule's place.
+    pub name: Option<String>,
+    pub all: Option<Vec<RuleSpec>>,
+    pub any: Option<Vec<RuleSpec>>,
+    pub not: Option<Box<RuleSpec>>,
+    /// The value reference (see `payload::path`).
+    pub value: Option<String>,
+    pub equals: Option<Scalar>,
+    pub not_equals: Option<Scalar>,
+    pub one_of: Option<Vec<Scalar>>,
+    pub regex: Option<String>,
+    pub exists: Option<bool>,
+    pub lt: Option<Number>,
+    pub gt: Option<Number>,
+}
+
+/// One value as written: a literal string, or a reference.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ValueSpec {
+    Literal(String),
+    Ref(RefSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefSpec {
+    pub value: String,
+    /// Used when the request has no such value.
+    #[serde(default)]
+    pub default: Option<String>,
+    /// Files only: decode the value from base64 before writing it.
+    #[serde(default)]
+    pub base64: bool,
 }
 
 /// When a hook answers.
@@ -439,7 +522,7 @@ pub struct ResponseConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HandshakeConfig {
-    pub rule: crate::payload::RuleSpec,
+    pub rule: RuleSpec,
     pub echo: String,
     #[serde(default)]
     pub json_field: Option<String>,
@@ -475,13 +558,13 @@ pub enum ActionConfig {
         concurrency: usize,
         /// More arguments after `command`: literals or request values.
         #[serde(default)]
-        args: Vec<crate::payload::values::ValueSpec>,
+        args: Vec<ValueSpec>,
         /// Environment variables from literals or request values.
         #[serde(default)]
-        env: std::collections::BTreeMap<String, crate::payload::values::ValueSpec>,
+        env: std::collections::BTreeMap<String, ValueSpec>,
         /// Environment variables holding the path of a file with a value.
         #[serde(default)]
-        files: std::collections::BTreeMap<String, crate::payload::values::ValueSpec>,
+        files: std::collections::BTreeMap<String, ValueSpec>,
     },
 }
 

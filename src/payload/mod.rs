@@ -24,7 +24,8 @@ pub mod view;
 use std::fmt;
 
 use regex::Regex;
-use serde::Deserialize;
+
+pub use crate::config::{Number, RuleSpec, Scalar};
 
 pub use path::ValueRef;
 pub use view::{Found, Meta, RequestView};
@@ -44,66 +45,6 @@ impl RuleError {
             message: message.into(),
         }
     }
-}
-
-/// A literal to compare with: TOML strings, integers, floats and booleans
-/// all compare as the text JSON would show.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum Scalar {
-    Text(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-}
-
-impl fmt::Display for Scalar {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Scalar::Text(s) => f.write_str(s),
-            Scalar::Int(i) => write!(f, "{i}"),
-            Scalar::Float(x) => write!(f, "{x}"),
-            Scalar::Bool(b) => write!(f, "{b}"),
-        }
-    }
-}
-
-/// A number for `lt` / `gt` (TOML integers and floats).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum Number {
-    Int(i64),
-    Float(f64),
-}
-
-impl Number {
-    fn get(self) -> f64 {
-        match self {
-            Number::Int(i) => i as f64,
-            Number::Float(f) => f,
-        }
-    }
-}
-
-/// One rule as written: either a combination (`all`, `any`, `not`) or a
-/// match of `value` with exactly one operator.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    /// Shown in the mismatch log line instead of the rule's place.
-    pub name: Option<String>,
-    pub all: Option<Vec<RuleSpec>>,
-    pub any: Option<Vec<RuleSpec>>,
-    pub not: Option<Box<RuleSpec>>,
-    /// The value reference (see [`path`]).
-    pub value: Option<String>,
-    pub equals: Option<Scalar>,
-    pub not_equals: Option<Scalar>,
-    pub one_of: Option<Vec<Scalar>>,
-    pub regex: Option<String>,
-    pub exists: Option<bool>,
-    pub lt: Option<Number>,
-    pub gt: Option<Number>,
 }
 
 #[derive(Debug, Clone)]

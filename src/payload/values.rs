@@ -18,28 +18,10 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde::Deserialize;
 
+pub use crate::config::{RefSpec, ValueSpec};
+
 use super::path::Source;
 use super::{RequestView, RuleError, ValueRef};
-
-/// One value as written: a literal string, or a reference.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ValueSpec {
-    Literal(String),
-    Ref(RefSpec),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RefSpec {
-    pub value: String,
-    /// Used when the request has no such value.
-    #[serde(default)]
-    pub default: Option<String>,
-    /// Files only: decode the value from base64 before writing it.
-    #[serde(default)]
-    pub base64: bool,
-}
 
 /// `args`, `env` and `files` as written in `[hooks.action]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
