@@ -820,7 +820,13 @@ fn after_action_answers_with_the_first_attempt_or_202_past_the_deadline() {
     assert_eq!(r.json()["status"], "done");
     assert_eq!(sink.count(), 1);
     // A duplicate answers as a duplicate at once (nothing runs twice).
+    let t0 = Instant::now();
     let r = post(&addr, "fwd", &h("f4"), b"{\"a\":1}");
     assert_eq!(r.json()["status"], "duplicate");
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "duplicate waited {:?}",
+        t0.elapsed()
+    );
     assert_eq!(sink.count(), 1);
 }

@@ -43,15 +43,16 @@ impl Drop for TempFiles {
 }
 
 /// Write each file (mode 0600, a fresh name per event and attempt) in the
-/// working directory or the temporary directory.
+/// temporary directory ($TMPDIR, else /tmp: private to the unit with
+/// PrivateTmp=, and writable where ProtectSystem=strict makes the working
+/// directory read-only).
 fn write_files(
-    a: &ExecAction,
     ev: &Claimed,
     files: &[(String, Vec<u8>)],
 ) -> Result<(TempFiles, Vec<(String, PathBuf)>), String> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = a.workdir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = std::env::temp_dir();
     let mut made = TempFiles(Vec::new());
     let mut env = Vec::new();
     for (i, (name, bytes)) in files.iter().enumerate() {
@@ -149,7 +150,7 @@ pub async fn run_captured(a: &ExecAction, ev: &Claimed) -> (Attempt, Captured) {
             Err(e) => return (Attempt::permanent(e.to_string()), Captured::default()),
         }
     };
-    let (_files, file_env) = match write_files(a, ev, &values.files) {
+    let (_files, file_env) = match write_files(ev, &values.files) {
         Ok(f) => f,
         Err(e) => return (Attempt::retry(e, None), Captured::default()),
     };

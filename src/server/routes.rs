@@ -351,9 +351,19 @@ async fn process(
         let fresh = a.body.get("status").and_then(|s| s.as_str()) == Some("accepted")
             && a.body.get("spooled").is_none();
         let left = deadline.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, rx).await {
-            Ok(Ok(first)) if fresh => a = after_action(hook, a, &event_id, first),
-            _ => {
+        // Only a newly stored event will be attempted; a duplicate, a
+        // spooled event or a refusal is answered at once.
+        let first = if fresh {
+            tokio::time::timeout(left, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        match first {
+            Some(first) => a = after_action(hook, a, &event_id, first),
+            None => {
                 app.delivery.forget_first(&event_id);
                 if fresh {
                     a.detail.push_str(" respond=deadline-passed");
