@@ -505,6 +505,7 @@ scheme = "token"
 token = "header.X-Static-Token"
 secrets = ["file:{t}"]
 delivery_header = "X-Request-Id"
+rule = {{ value = "body.action", exists = true }}
 [hooks.response]
 ignored = {{ status = 202 }}
 [hooks.handshake]
@@ -586,6 +587,16 @@ rule = {{ value = "body.action", equals = "push" }}
     assert_eq!((r.status, r.text().as_str()), (200, "abc 123"));
     let r = request(&addr, "POST", "/hooks/h", &h, body).unwrap();
     assert_eq!(r.status, 202);
+    assert_eq!(r.json()["status"], "accepted");
+    // Its ignored answer is configured as 202 (a sender that wants 202).
+    let mut h2 = h.clone();
+    h2.retain(|(k, _)| k != "X-Request-Id");
+    h2.push(("X-Request-Id".into(), "req-2".into()));
+    let ig = request(&addr, "POST", "/hooks/h", &h2, br#"{"other":1}"#).unwrap();
+    assert_eq!(
+        (ig.status, ig.json()["status"].clone()),
+        (202, "ignored".into())
+    );
     let out = cli(
         &d.config,
         &["events", "show", r.json()["id"].as_str().unwrap()],

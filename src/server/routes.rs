@@ -104,7 +104,9 @@ struct Answer {
     /// A hook's own answer (`[hooks.response]`, a handshake, a command's
     /// output) instead of the JSON body.
     custom: Option<Box<Custom>>,
-    /// False for a 5xx that is a command's result, not a refusal.
+    /// False when the outcome is counted already (ignored) or is not a
+    /// refusal (a command's 500): the status does not go into the refusal
+    /// counters, and the log line stays at info.
     counted: bool,
 }
 
@@ -319,7 +321,8 @@ async fn process(
                 event: Some(event),
                 detail: format!("{key} ignored=rule rule={:?} reason={:?}", m.rule, m.reason),
                 custom: None,
-                counted: true,
+                // Counted as ignored above, whatever status the hook answers it with.
+                counted: false,
             }
             .shaped(hook.response.ignored.as_ref());
         }
@@ -645,7 +648,7 @@ fn accept(
                 event: Some(event.to_string()),
                 detail: format!("{key} ignored=event-filter"),
                 custom: None,
-                counted: true,
+                counted: false,
             }
             .shaped(hook.response.ignored.as_ref()));
         }
