@@ -677,6 +677,28 @@ fn bad_rules_are_config_errors_and_refused_on_reload() {
         assert_eq!(out.status.code(), Some(78), "{rule}: {err}");
         assert!(err.contains(key) && err.contains(what), "{rule}: {err}");
     }
+    let whole = |body: &str| format!("\n[[hooks]]\nid = \"gh\"\n{body}\n");
+    let gh = format!("scheme = \"github\"\nsecrets = [\"file:{s}\"]");
+    let more = [
+        (whole(&format!("{gh}\nrespond = \"after_action\"")), "hooks[0].respond", "needs an [hooks.action]"),
+        (whole(&format!("{gh}\n[hooks.response]\naccepted = {{ status = 99 }}")), "hooks[0].response.accepted.status", "200-599"),
+        (whole(&format!("{gh}\n[hooks.response]\nignored = {{ headers = {{ \"Content-Length\" = \"1\" }} }}")), "hooks[0].response.ignored.headers.Content-Length", "set by the server"),
+        (whole(&format!("scheme = \"none\"\nsecrets = [\"file:{s}\"]")), "hooks[0].secrets", "checks nothing"),
+        (whole(&format!("scheme = \"token\"\nsecrets = [\"file:{s}\"]")), "hooks[0].token", "needs `token`"),
+        (whole(&format!("scheme = \"token\"\ntoken = \"event\"\nsecrets = [\"file:{s}\"]")), "hooks[0].token", "expected header.NAME"),
+        (whole(&format!("{gh}\ntoken = \"query.t\"")), "hooks[0].token", "does not apply"),
+        (whole(&format!("{gh}\n[hooks.handshake]\nrule = {{ value = \"body.x\", exists = true }}\necho = \"nope\"")), "hooks[0].handshake.echo", "unknown value reference"),
+    ];
+    for (text, key, what) in more {
+        let p = env.write("bad3.toml", &(base(&addr, &url) + &text));
+        let out = Command::new(bin())
+            .args(["--config", p.to_str().unwrap(), "check-config"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{text}: {err}");
+        assert!(err.contains(key) && err.contains(what), "{text}: {err}");
+    }
     let e = base(&addr, &url)
         + &format!("\n[[hooks]]\nid = \"gh\"\nscheme = \"github\"\nsecrets = [\"file:{s}\"]\n[hooks.action]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\nargs = [{{ value = \"bdy.x\" }}]\n");
     let p = env.write("bad2.toml", &e);
