@@ -782,6 +782,11 @@ fn after_action_answers_with_the_first_attempt_or_202_past_the_deadline() {
             "respond_deadline = \"300ms\"",
         )
         + &hook(
+            "missing",
+            "type = \"exec\"\ncommand = [\"/bin/echo\"]\nargs = [{ value = \"body.nope\" }]",
+            "",
+        )
+        + &hook(
             "fwd",
             &format!("type = \"forward\"\nurl = \"{}\"", sink.url("/in")),
             "",
@@ -827,6 +832,16 @@ fn after_action_answers_with_the_first_attempt_or_202_past_the_deadline() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // A command that cannot run for a missing value: 500 saying which; a dead letter.
+    let r = post(&addr, "missing", &h("f5"), b"{}");
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("body.nope") && r.text().contains("missing"),
+        "{}",
+        r.text()
+    );
+    wait_state(&url, "f5", "dead", Duration::from_secs(5));
 
     // A slow one: 202 once the deadline passes, and it still runs to the end.
     let t0 = Instant::now();

@@ -422,9 +422,15 @@ fn after_action(
             (true, None) => StatusCode::OK,
             (false, _) => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        // A command that never ran (a missing request value) has no
+        // output; say why instead.
+        let body = match (&first.error, first.output.is_empty()) {
+            (Some(e), true) => format!("{e}\n").into_bytes(),
+            _ => first.output,
+        };
         (
             status,
-            Bytes::from(first.output),
+            Bytes::from(body),
             HeaderValue::from_static("text/plain; charset=utf-8"),
         )
     } else {
