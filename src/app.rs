@@ -37,6 +37,8 @@ pub struct Hook {
     pub response: crate::config::ResponsesConfig,
     /// With `respond = "after_action"`: how long to wait for the first attempt.
     pub respond_after: Option<std::time::Duration>,
+    /// Read bodies as this content type (`payload_content_type`).
+    pub payload_content_type: Option<String>,
 }
 
 /// A configuration with its secrets resolved; replaced whole on reload so a
@@ -95,7 +97,12 @@ impl Live {
                 .map(|a| build_action(a, config.delivery.output_limit))
             {
                 None => None,
-                Some(Ok(a)) => Some(a),
+                Some(Ok(mut a)) => {
+                    if let crate::deliver::ActionKind::Exec(e) = &mut a.kind {
+                        e.payload_content_type = h.payload_content_type.clone();
+                    }
+                    Some(a)
+                }
                 Some(Err(e)) if strict => return Err(e.in_hook(&h.id)),
                 Some(Err(e)) => {
                     problem.get_or_insert(format!("{}: {}", e.key, e.message));
@@ -123,6 +130,7 @@ impl Live {
                     counters: metrics.hook_counters(&h.id),
                     rules,
                     payload,
+                    payload_content_type: h.payload_content_type.clone(),
                     response: h.response.clone(),
                     respond_after: (h.respond == crate::config::Respond::AfterAction).then(|| {
                         h.respond_deadline

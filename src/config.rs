@@ -375,6 +375,10 @@ pub struct HookConfig {
     /// token: where the token is (`header.NAME`, `query.NAME`, `body.PATH`).
     #[serde(default)]
     pub token: Option<String>,
+    /// Read bodies as this content type ("application/json" or
+    /// "application/x-www-form-urlencoded") whatever the request says.
+    #[serde(default)]
+    pub payload_content_type: Option<String>,
     /// Only verified requests that match are stored; others are answered
     /// `response.ignored` and dropped.
     #[serde(default)]
@@ -874,6 +878,15 @@ fn validate_responses(h: &HookConfig) -> Result<(), (String, String)> {
             ) {
                 return Err((k(&format!("headers.{n}")), "is set by the server".into()));
             }
+        }
+    }
+    if let Some(ct) = &h.payload_content_type {
+        let known = ["application/json", "application/x-www-form-urlencoded"];
+        if !known.contains(&ct.trim().to_ascii_lowercase().as_str()) {
+            return Err((
+                "payload_content_type".into(),
+                format!("expected one of {known:?}, got {ct:?} (other bodies are not parsed)"),
+            ));
         }
     }
     if h.respond == Respond::AfterAction && h.action.is_none() {

@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const INLINE_SECRETS: &[&str] = &[
+    "ct-token",
     "gh-example-secret",
     "gitlab-example-token",
     "gogs-example-secret",
@@ -446,6 +447,16 @@ fn converted_examples_pass_check_config_and_serve_what_the_docs_describe() {
     let r = post("/hooks/print-payload", &json(&[]), br#"{"hello":"world"}"#);
     assert_eq!(r.status, 202);
     assert!(wait_record(&env, "print-payload").starts_with("arg=[{\"hello\":\"world\"}]\n"));
+
+    // incoming-payload-content-type: a form body sent as text/plain.
+    let plain = vec![("Content-Type".to_string(), "text/plain".to_string())];
+    let r = post(
+        "/hooks/wrong-content-type?token=ct-token",
+        &plain,
+        b"name=from+form",
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(wait_record(&env, "wrong-content-type").starts_with("arg=[from form]\n"));
 
     // No secret in the daemon's log either.
     let log = d.log_text();

@@ -29,6 +29,8 @@ pub struct ExecAction {
     pub output_limit: usize,
     /// `args`, `env`, `files` from the stored event's request values.
     pub values: ExecValues,
+    /// The hook's `payload_content_type`, to read the stored body as.
+    pub payload_content_type: Option<String>,
 }
 
 /// Temporary files handed to the command (`files`), removed when dropped.
@@ -144,7 +146,8 @@ pub async fn run_captured(a: &ExecAction, ev: &Claimed) -> (Attempt, Captured) {
                 hook: Some(ev.hook_id.clone()),
                 id: Some(ev.id.clone()),
             },
-        );
+        )
+        .with_content_type(a.payload_content_type.as_deref());
         match a.values.resolve(&view) {
             Ok(v) => v,
             Err(e) => return (Attempt::permanent(e.to_string()), Captured::default()),

@@ -491,11 +491,23 @@ impl<'a> Hook<'a> {
                 "not supported: a request whose signature does not match is always refused (401)",
             );
         }
-        if let Some(ct) = obj.get("incoming-payload-content-type") {
-            self.problem(
-                "incoming-payload-content-type",
-                format!("not supported: webhookd reads the body by the request's own Content-Type (or as JSON when it parses), was {ct}"),
-            );
+        let mut payload_content_type = None;
+        if let Some(ct) = obj
+            .get("incoming-payload-content-type")
+            .filter(|v| !v.is_null())
+        {
+            let ct = self
+                .text("incoming-payload-content-type", ct)
+                .unwrap_or_default();
+            let lower = ct.trim().to_ascii_lowercase();
+            if lower == "application/json" || lower == "application/x-www-form-urlencoded" {
+                payload_content_type = Some(lower);
+            } else {
+                self.problem(
+                    "incoming-payload-content-type",
+                    format!("{ct:?}: webhookd reads JSON and form bodies only"),
+                );
+            }
         }
         if let Some(Value::Array(methods)) = obj.get("http-methods") {
             let other: Vec<&str> = methods
@@ -605,6 +617,9 @@ impl<'a> Hook<'a> {
                 );
                 return None;
             }
+        }
+        if let Some(ct) = payload_content_type {
+            lines.push(kv("payload_content_type", Val::s(ct)));
         }
         if !ips.is_empty() {
             lines.push(format!(

@@ -36,6 +36,8 @@ pub struct RequestView<'a> {
     query: Vec<(String, String)>,
     body: &'a [u8],
     pub meta: Meta,
+    /// Read the body as this content type, whatever the request says.
+    content_type: Option<String>,
     form: OnceCell<Option<Vec<(String, String)>>>,
     doc: OnceCell<Option<Value>>,
 }
@@ -89,6 +91,7 @@ impl<'a> RequestView<'a> {
                 .collect(),
             body,
             meta,
+            content_type: None,
             form: OnceCell::new(),
             doc: OnceCell::new(),
         }
@@ -132,7 +135,17 @@ impl<'a> RequestView<'a> {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Read the body as `content_type` (a hook's `payload_content_type`,
+    /// for senders that send none or a wrong one).
+    pub fn with_content_type(mut self, content_type: Option<&str>) -> RequestView<'a> {
+        self.content_type = content_type.map(|c| c.trim().to_ascii_lowercase());
+        self
+    }
+
     fn content_type(&self) -> String {
+        if let Some(c) = &self.content_type {
+            return c.clone();
+        }
         self.header("content-type")
             .and_then(|c| c.split(';').next())
             .map(|c| c.trim().to_ascii_lowercase())
@@ -342,6 +355,18 @@ mod tests {
         assert_eq!(get(&v, "body.command").as_deref(), Some("/deploy"));
         assert_eq!(get(&v, "body.text").as_deref(), Some("prod now"));
         assert_eq!(get(&v, "form.text").as_deref(), Some("prod now"));
+    }
+
+    #[test]
+    fn content_type_override() {
+        let v = RequestView::new(
+            vec![("content-type".into(), "text/plain".into())],
+            "",
+            b"a=1&b=2",
+            Meta::default(),
+        )
+        .with_content_type(Some("application/x-www-form-urlencoded"));
+        assert_eq!(get(&v, "body.b").as_deref(), Some("2"));
     }
 
     #[test]

@@ -530,6 +530,7 @@ fn request_view<'a>(
             id: None,
         },
     )
+    .with_content_type(hook.payload_content_type.as_deref())
 }
 
 /// `[hooks.handshake]`: an endpoint check answered with the value it asks

@@ -24,6 +24,8 @@ pub struct Ids {
     delivery_header: Option<HeaderName>,
     delivery_field: Option<ValueRef>,
     event_header: Option<HeaderName>,
+    /// The hook's `payload_content_type`, for a token in the body.
+    content_type: Option<String>,
 }
 
 impl Ids {
@@ -50,6 +52,7 @@ impl Ids {
             delivery_header: name("delivery_header", &h.delivery_header)?,
             delivery_field,
             event_header: name("event_header", &h.event_header)?,
+            content_type: h.payload_content_type.clone(),
         })
     }
 
@@ -85,7 +88,7 @@ impl Ids {
     }
 }
 
-fn view<'a>(headers: &HeaderMap, query: &str, body: &'a [u8]) -> RequestView<'a> {
+fn view<'a>(ids: &Ids, headers: &HeaderMap, query: &str, body: &'a [u8]) -> RequestView<'a> {
     RequestView::new(
         headers.iter().map(|(k, v)| {
             (
@@ -97,6 +100,7 @@ fn view<'a>(headers: &HeaderMap, query: &str, body: &'a [u8]) -> RequestView<'a>
         body,
         Meta::default(),
     )
+    .with_content_type(ids.content_type.as_deref())
 }
 
 #[derive(Debug, Clone)]
@@ -153,7 +157,7 @@ impl Token {
         body: &[u8],
         secrets: &[Secret],
     ) -> Result<Verified, VerifyError> {
-        let v = view(headers, query, body);
+        let v = view(&self.ids, headers, query, body);
         let given = v
             .get(&self.from)
             .map(|f| sha2::Sha256::digest(f.text().as_bytes()))
@@ -208,7 +212,8 @@ impl NoAuth {
     }
 
     pub fn verify(&self, headers: &HeaderMap, query: &str, body: &[u8]) -> Verified {
-        self.ids.verified(headers, &view(headers, query, body), 0)
+        self.ids
+            .verified(headers, &view(&self.ids, headers, query, body), 0)
     }
 
     pub fn delivery_source(&self) -> &'static str {
