@@ -108,3 +108,53 @@ fn inline_secret_without_secrets_dir_is_a_problem_not_an_echo() {
     assert!(all.contains("--secrets-dir"), "{all}");
     assert!(!all.contains("hunter2"), "{all}");
 }
+
+#[test]
+fn or_not_regex_and_several_signatures() {
+    let c = conv(
+        r#"[{"id":"r","execute-command":"/bin/true","trigger-rule":{"and":[
+          {"match":{"type":"payload-hmac-sha512","secret":"k","parameter":{"source":"header","name":"X-Sig"}}},
+          {"or":[{"match":{"type":"value","value":"refs/heads/main","parameter":{"source":"payload","name":"ref"}}},
+                 {"match":{"type":"regex","regex":"^refs/tags/v","parameter":{"source":"payload","name":"ref"}}}]},
+          {"not":{"match":{"type":"value","value":"true","parameter":{"source":"payload","name":"deleted"}}}}]}},
+          {"id":"two","execute-command":"/bin/true","trigger-rule":{"and":[
+          {"match":{"type":"payload-hmac-sha256","secret":"a","parameter":{"source":"header","name":"X-A"}}},
+          {"match":{"type":"payload-hmac-sha256","secret":"b","parameter":{"source":"header","name":"X-B"}}}]}},
+          {"id":"r","execute-command":"/bin/true","http-methods":["GET","POST"],"trigger-rule":{"match":{"type":"value","value":"t","parameter":{"source":"url","name":"token"}}}},
+          {"id":"badre","execute-command":"/bin/true","trigger-rule":{"and":[
+          {"match":{"type":"value","value":"t","parameter":{"source":"url","name":"token"}}},
+          {"match":{"type":"regex","regex":"(?<!x)y","parameter":{"source":"payload","name":"a"}}}]}}]"#,
+    );
+    let t: toml::Table = toml::from_str(&c.toml).unwrap();
+    let h = &t["hooks"][0];
+    assert_eq!(h["scheme"].as_str(), Some("hmac"));
+    assert_eq!(h["algorithm"].as_str(), Some("sha512"));
+    let all = h["rule"]["all"].as_array().unwrap();
+    assert_eq!(all[0]["any"][1]["regex"].as_str(), Some("^refs/tags/v"));
+    assert_eq!(all[1]["not"]["value"].as_str(), Some("body.deleted"));
+    // The compiled rule is valid for webhookd.
+    let spec: crate::config::RuleSpec = h["rule"].clone().try_into().unwrap();
+    crate::payload::Rule::compile(&spec, "rule").unwrap();
+    assert_eq!(t["hooks"].as_array().unwrap().len(), 1, "{}", c.toml);
+    let msgs: Vec<String> = c.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("\"two\"") && m.contains("more than one")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("hooks[2].http-methods") && m.contains("GET")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("hooks[2].id") && m.contains("came earlier")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("hooks[3].trigger-rule.and[1].match.regex")),
+        "{msgs:?}"
+    );
+}
