@@ -149,7 +149,7 @@ all = [
         .find(|l| l.contains("delivery=d-dev"))
         .unwrap_or_else(|| panic!("no log line for d-dev:\n{log}"));
     assert!(
-        line.contains("ignored=rule") && line.contains("main only") && line.contains("rule.all[1]"),
+        line.contains("ignored=rule rule=\"rule.all[1] (main only)\""),
         "{line}"
     );
     assert!(!line.contains("refs/heads/dev"), "value in log: {line}");

@@ -295,7 +295,7 @@ impl Rule {
 
     fn label(&self) -> String {
         match &self.name {
-            Some(n) => format!("{n:?} ({})", self.place),
+            Some(n) => format!("{} ({n})", self.place),
             None => self.place.clone(),
         }
     }
@@ -424,7 +424,7 @@ not = { value = "body.ref", equals = "refs/heads/main" }"#,
         )
         .unwrap();
         let m = r.check(&view(PUSH)).unwrap_err();
-        assert_eq!(m.rule, "\"main only\" (rule)");
+        assert_eq!(m.rule, "rule (main only)");
         assert!(m.reason.contains("rule.not matched"), "{m}");
 
         let r = compile(
@@ -435,7 +435,7 @@ all = [ { name = "branch", value = "body.ref", equals = "refs/heads/x" } ]"#,
         let m = r.check(&view(PUSH)).unwrap_err();
         assert_eq!(
             m.to_string(),
-            "\"branch\" (rule.all[0]): body.ref equals did not match"
+            "rule.all[0] (branch): body.ref equals did not match"
         );
     }
 
