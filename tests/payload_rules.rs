@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 fn base(addr: &str, url: &str) -> String {
     format!(
-        "[server]\nlisten = \"{addr}\"\n[store]\nurl = \"{url}\"\n[delivery]\npoll_interval = \"100ms\"\n[log]\nlevel = \"debug\"\ntarget = \"stderr\"\n"
+        "[server]\nlisten = \"{addr}\"\n[store]\nurl = \"{url}\"\nspool = \"off\"\n[delivery]\npoll_interval = \"100ms\"\n[log]\nlevel = \"debug\"\ntarget = \"stderr\"\n"
     )
 }
 
@@ -292,8 +292,17 @@ fn cli(config: &Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn exec_gets_request_values_from_the_stored_event_on_retry_and_replay() {
+    exec_values(Kind::Sqlite);
+}
+
+#[test]
+fn exec_gets_request_values_from_the_stored_event_on_postgres() {
+    exec_values(Kind::Postgres);
+}
+
+fn exec_values(kind: Kind) {
     let env = Env::new("prules-exec");
-    let url = env.sqlite_url();
+    let url = store_url(kind, &env);
     let addr = format!("127.0.0.1:{}", free_port());
     let s = secret_file(&env, "gh.secret", SECRET);
     let rec = recorder(&env);
