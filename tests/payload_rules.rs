@@ -813,11 +813,15 @@ fn after_action_answers_with_the_first_attempt_or_202_past_the_deadline() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "hello world $(id)\n");
     let id = r.header("x-webhookd-event-id").unwrap().to_string();
+    // The event was committed before the command ran; its result is
+    // recorded right after the answer went out.
     let out = cli(&d.config, &["events", "show", &id]);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("done"),
-        "stored and done"
+        out.status.success(),
+        "not stored: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    wait_state(&url, "f1", "done", Duration::from_secs(5));
 
     // A failing one: 500 with its output; the event stays queued for retries.
     let r = post(&addr, "fails", &h("f2"), b"{}");
