@@ -225,6 +225,9 @@ struct Hook<'a> {
     secrets: Vec<SecretFile>,
     /// `parse-parameters-as-json` names (payload source).
     json_params: Vec<String>,
+    /// The trigger rule has a signature match at its top level: value
+    /// matches are then plain rules, whatever their parameter is called.
+    signed: bool,
 }
 
 impl<'a> Hook<'a> {
@@ -243,6 +246,7 @@ impl<'a> Hook<'a> {
             problems: Vec::new(),
             secrets: Vec::new(),
             json_params: Vec::new(),
+            signed: false,
         }
     }
 
@@ -543,6 +547,7 @@ impl<'a> Hook<'a> {
         let mut rest = Vec::new();
         let mut ok = true;
         if let Some(r) = obj.get("trigger-rule").filter(|r| !r.is_null()) {
+            self.signed = top_signature(r);
             ok &= self.top_rule("trigger-rule", r, &mut auth, &mut ips, &mut rest);
         }
         if !ok {
@@ -605,6 +610,9 @@ impl<'a> Hook<'a> {
                     }
                 }
                 Auth::Token { reference, secret } => {
+                    lines.push(format!(
+                        "# from adnanh/webhook's value match on {reference}, which nothing else authenticated"
+                    ));
                     lines.push(format!("scheme = {}", quote("token")));
                     lines.push(format!("secrets = [{}]", quote(&secret)));
                     lines.push(format!("token = {}", quote(&reference)));
@@ -925,7 +933,7 @@ impl<'a> Hook<'a> {
                 self.problem(place, "scalr-signature is not supported: webhookd has no Scalr scheme (Scalr signs with HMAC-SHA1 over the body and a date header)");
                 AuthMatch::Failed
             }
-            "value" if self.is_token(m) => {
+            "value" if !self.signed && self.is_token(m) => {
                 let Some(param) = m.get("parameter") else {
                     return AuthMatch::NotAuth;
                 };
@@ -1016,7 +1024,7 @@ impl<'a> Hook<'a> {
             }
         };
         if kind == "value" {
-            if self.is_token(m) {
+            if !self.signed && self.is_token(m) {
                 self.problem(
                     &mplace,
                     "a token match inside or/not cannot be converted (it would put the token in the config)",
@@ -1058,6 +1066,17 @@ impl<'a> Hook<'a> {
         }
         Some(Val::table(vec![(ours, Val::Arr(out))]))
     }
+}
+
+/// Is there a signature match directly in the rule or its top-level `and`s?
+fn top_signature(r: &Value) -> bool {
+    if let Some(Value::Array(items)) = r.get("and") {
+        return items.iter().any(top_signature);
+    }
+    r.get("match")
+        .and_then(|m| m.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.starts_with("payload-hmac-") || t.starts_with("payload-hash-"))
 }
 
 enum AuthMatch {

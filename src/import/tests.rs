@@ -158,3 +158,24 @@ fn or_not_regex_and_several_signatures() {
         "{msgs:?}"
     );
 }
+
+#[test]
+fn value_matches_next_to_a_signature_stay_rules() {
+    // JIRA-like: a project key next to an HMAC is a rule, not a token.
+    let c = conv(
+        r#"[{"id":"j","execute-command":"/bin/true","trigger-rule":{"and":[
+          {"match":{"type":"payload-hmac-sha256","secret":"s","parameter":{"source":"header","name":"X-Hub-Signature-256"}}},
+          {"match":{"type":"value","value":"PROJ","parameter":{"source":"payload","name":"issue.fields.project.key"}}}]}},
+          {"id":"k","execute-command":"/bin/true","trigger-rule":{"and":[
+          {"match":{"type":"value","value":"PROJ","parameter":{"source":"payload","name":"issue.fields.project.key"}}}]}}]"#,
+    );
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let t: toml::Table = toml::from_str(&c.toml).unwrap();
+    assert_eq!(t["hooks"][0]["scheme"].as_str(), Some("github"));
+    assert_eq!(t["hooks"][0]["rule"]["equals"].as_str(), Some("PROJ"));
+    // Alone, the same match is the only check there is: a token, said so.
+    assert_eq!(t["hooks"][1]["scheme"].as_str(), Some("token"));
+    assert!(c
+        .toml
+        .contains("# from adnanh/webhook's value match on body.issue.fields.project.key"));
+}
