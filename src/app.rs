@@ -39,6 +39,8 @@ pub struct Hook {
     pub respond_after: Option<std::time::Duration>,
     /// Read bodies as this content type (`payload_content_type`).
     pub payload_content_type: Option<String>,
+    /// after_action: send a failed command's output too.
+    pub respond_error_output: bool,
 }
 
 /// A configuration with its secrets resolved; replaced whole on reload so a
@@ -131,6 +133,7 @@ impl Live {
                     rules,
                     payload,
                     payload_content_type: h.payload_content_type.clone(),
+                    respond_error_output: h.respond_error_output,
                     response: h.response.clone(),
                     respond_after: (h.respond == crate::config::Respond::AfterAction).then(|| {
                         h.respond_deadline

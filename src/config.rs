@@ -395,6 +395,10 @@ pub struct HookConfig {
     pub respond: Respond,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub respond_deadline: Option<Duration>,
+    /// after_action: also send a failed command's output (it may show
+    /// internals; by default only webhookd's one-line reason is sent).
+    #[serde(default)]
+    pub respond_error_output: bool,
 }
 
 // --- Rule and request-value specs, as written; compiled (and their
@@ -893,6 +897,12 @@ fn validate_responses(h: &HookConfig) -> Result<(), (String, String)> {
         return Err((
             "respond".into(),
             "\"after_action\" needs an [hooks.action] to wait for".into(),
+        ));
+    }
+    if h.respond_error_output && h.respond != Respond::AfterAction {
+        return Err((
+            "respond_error_output".into(),
+            "applies only with respond = \"after_action\"".into(),
         ));
     }
     if let Some(d) = h.respond_deadline {

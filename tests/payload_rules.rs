@@ -783,6 +783,11 @@ fn after_action_answers_with_the_first_attempt_or_202_past_the_deadline() {
         + &hook(
             "fails",
             "type = \"exec\"\nshell = true\ncommand = [\"echo partial; echo boom >&2; exit 3\"]",
+            "respond_error_output = true",
+        )
+        + &hook(
+            "fails-quietly",
+            "type = \"exec\"\nshell = true\ncommand = [\"echo internal-detail; exit 4\"]",
             "",
         )
         + &hook(
@@ -845,6 +850,12 @@ fn after_action_answers_with_the_first_attempt_or_202_past_the_deadline() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // By default a failure says why in one line, without the output.
+    let r = post(&addr, "fails-quietly", &h("f6"), b"{}");
+    assert_eq!(r.status, 500);
+    assert!(r.text().contains("exited with status 4"), "{}", r.text());
+    assert!(!r.text().contains("internal-detail"), "{}", r.text());
 
     // A command that cannot run for a missing value: 500 saying which; a dead letter.
     let r = post(&addr, "missing", &h("f5"), b"{}");

@@ -644,9 +644,9 @@ impl<'a> Hook<'a> {
             if obj
                 .get("include-command-output-in-response-on-error")
                 .and_then(Value::as_bool)
-                != Some(true)
+                == Some(true)
             {
-                lines.push("# adnanh/webhook hid a failed command's output unless include-command-output-in-response-on-error; webhookd always shows it (truncated)".into());
+                lines.push("respond_error_output = true".into());
             }
         }
         match rest.len() {

@@ -422,11 +422,19 @@ fn after_action(
             (true, None) => StatusCode::OK,
             (false, _) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        // A command that never ran (a missing request value) has no
-        // output; say why instead.
-        let body = match (&first.error, first.output.is_empty()) {
-            (Some(e), true) => format!("{e}\n").into_bytes(),
-            _ => first.output,
+        // A failure says why in one line (a missing request value, an
+        // exit status); the command's own output only if the hook asks,
+        // since it may show internals to the sender.
+        let body = match &first.error {
+            None => first.output,
+            Some(e) if hook.respond_error_output => {
+                let mut b = first.output;
+                if b.is_empty() {
+                    b = format!("{e}\n").into_bytes();
+                }
+                b
+            }
+            Some(e) => format!("{e}\n").into_bytes(),
         };
         (
             status,
