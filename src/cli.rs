@@ -48,8 +48,10 @@ OPTIONS:
     -V, --version       print the version
 
 EXIT CODES:
-    0 ok, 1 not found, 64 usage, 69 store unavailable, 70 internal error,
-    71 cannot listen (address in use, bad inherited socket), 78 configuration error
+    0 ok, 1 not found, 64 usage, 66 cannot read the input (import-hooks),
+    69 store unavailable, 70 internal error, 71 cannot listen (address in use,
+    bad inherited socket), 74 I/O error, 78 configuration error (or, for
+    import-hooks, something not convertible)
 ";
 
 /// A parsed command line.
