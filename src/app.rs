@@ -31,6 +31,16 @@ pub struct Hook {
     pub rules: crate::rules::HookRules,
     /// What the dispatcher does with this hook's events (None: store only).
     pub route: Option<Arc<Route>>,
+    /// Payload rule and handshake (src/payload/).
+    pub payload: crate::check::PayloadParts,
+    /// Custom answers for accepted, duplicate and ignored requests.
+    pub response: crate::config::ResponsesConfig,
+    /// With `respond = "after_action"`: how long to wait for the first attempt.
+    pub respond_after: Option<std::time::Duration>,
+    /// Read bodies as this content type (`payload_content_type`).
+    pub payload_content_type: Option<String>,
+    /// after_action: send a failed command's output too.
+    pub respond_error_output: bool,
 }
 
 /// A configuration with its secrets resolved; replaced whole on reload so a
@@ -53,6 +63,15 @@ impl Live {
         let mut hooks = HashMap::with_capacity(config.hooks.len());
         for h in &config.hooks {
             let (scheme, rules) = crate::check::hook_parts(h).map_err(|e| e.in_hook(&h.id))?;
+            let payload = crate::check::payload_parts(h).map_err(|e| e.in_hook(&h.id))?;
+            if !scheme.authenticates() {
+                log::warn!(
+                    "hook {}: UNAUTHENTICATED (scheme = \"none\"): anyone who can reach /hooks/{} can submit events{}",
+                    h.id,
+                    h.id,
+                    if h.allow_ips.is_some() { "; only allow_ips limits who" } else { "" }
+                );
+            }
             let mut secrets = Vec::with_capacity(h.secrets.len());
             let mut errors = Vec::new();
             for r in &h.secrets {
@@ -69,7 +88,7 @@ impl Live {
             if strict && !errors.is_empty() {
                 return Err(Invalid::new("", errors.join("; ")).in_hook(&h.id));
             }
-            let mut problem = if secrets.is_empty() {
+            let mut problem = if secrets.is_empty() && scheme.authenticates() {
                 Some(format!("no usable secret ({})", errors.join("; ")))
             } else {
                 None
@@ -80,7 +99,12 @@ impl Live {
                 .map(|a| build_action(a, config.delivery.output_limit))
             {
                 None => None,
-                Some(Ok(a)) => Some(a),
+                Some(Ok(mut a)) => {
+                    if let crate::deliver::ActionKind::Exec(e) = &mut a.kind {
+                        e.payload_content_type = h.payload_content_type.clone();
+                    }
+                    Some(a)
+                }
                 Some(Err(e)) if strict => return Err(e.in_hook(&h.id)),
                 Some(Err(e)) => {
                     problem.get_or_insert(format!("{}: {}", e.key, e.message));
@@ -107,6 +131,14 @@ impl Live {
                     body_limit: h.body_limit.unwrap_or(config.server.body_limit),
                     counters: metrics.hook_counters(&h.id),
                     rules,
+                    payload,
+                    payload_content_type: h.payload_content_type.clone(),
+                    respond_error_output: h.respond_error_output,
+                    response: h.response.clone(),
+                    respond_after: (h.respond == crate::config::Respond::AfterAction).then(|| {
+                        h.respond_deadline
+                            .unwrap_or(crate::config::DEFAULT_RESPOND_DEADLINE)
+                    }),
                     route: action.map(|action| {
                         Arc::new(Route {
                             hook_id: h.id.clone(),

@@ -8,8 +8,49 @@
 use std::path::Path;
 
 use crate::config::{Config, ConfigError, HookConfig, Invalid};
+use crate::payload::{Rule, RuleError, ValueRef};
 use crate::rules::HookRules;
 use crate::verify::Scheme;
+
+/// A hook's payload rule and handshake, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct PayloadParts {
+    pub rule: Option<Rule>,
+    pub handshake: Option<Handshake>,
+}
+
+/// `[hooks.handshake]`, compiled.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub rule: Rule,
+    pub echo: ValueRef,
+    pub json_field: Option<String>,
+}
+
+fn rule_error(e: RuleError) -> Invalid {
+    Invalid::new(e.key, e.message)
+}
+
+/// Compile a hook's `rule`, `handshake` and exec `args`/`env`/`files`; an
+/// error's key is relative to the hook (`rule.all[1].regex`).
+pub fn payload_parts(h: &HookConfig) -> Result<PayloadParts, Invalid> {
+    let rule = match &h.rule {
+        Some(r) => Some(Rule::compile(r, "rule").map_err(rule_error)?),
+        None => None,
+    };
+    let handshake = match &h.handshake {
+        Some(hs) => Some(Handshake {
+            rule: Rule::compile(&hs.rule, "handshake.rule").map_err(rule_error)?,
+            echo: ValueRef::parse(&hs.echo).map_err(|m| Invalid::new("handshake.echo", m))?,
+            json_field: hs.json_field.clone(),
+        }),
+        None => None,
+    };
+    if let Some(a) = &h.action {
+        crate::deliver::exec_values(a).map_err(rule_error)?;
+    }
+    Ok(PayloadParts { rule, handshake })
+}
 
 /// Build a hook's scheme and rules; an error's key is relative to the hook
 /// (`scheme`, `allow_ips[0]`).
@@ -20,7 +61,8 @@ pub fn hook_parts(h: &HookConfig) -> Result<(Scheme, HookRules), Invalid> {
 }
 
 fn check_hook(h: &HookConfig) -> Result<(), Invalid> {
-    hook_parts(h).map(|_| ())
+    hook_parts(h)?;
+    payload_parts(h).map(|_| ())
 }
 
 impl Config {

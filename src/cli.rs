@@ -32,6 +32,11 @@ COMMANDS:
     events show ID [--body]   show one event (with --body: write the raw body to stdout)
     events replay ID          deliver an event again, from attempt 1
     tunnel-url                print the public URL of the tunnel sidecar (ngrok or cloudflared)
+    import-hooks FILE [--secrets-dir DIR] [--allow-partial] [--allow-unauthenticated]
+                              convert an adnanh/webhook hooks file (JSON or YAML) to
+                              webhookd TOML on stdout; inline secrets go to 0600 files in
+                              DIR; what cannot be converted is listed on stderr (exit 78
+                              unless --allow-partial)
     dead-letters list [--hook ID] [--since T] [--until T] [--limit N] [--json]
     dead-letters retry (ID | --all) [--hook ID] [--since T] [--until T]
                               queue dead letters for delivery again
@@ -43,8 +48,10 @@ OPTIONS:
     -V, --version       print the version
 
 EXIT CODES:
-    0 ok, 1 not found, 64 usage, 69 store unavailable, 70 internal error,
-    71 cannot listen (address in use, bad inherited socket), 78 configuration error
+    0 ok, 1 not found, 64 usage, 66 cannot read the input (import-hooks),
+    69 store unavailable, 70 internal error, 71 cannot listen (address in use,
+    bad inherited socket), 74 I/O error, 78 configuration error (or, for
+    import-hooks, something not convertible)
 ";
 
 /// A parsed command line.
@@ -91,6 +98,12 @@ pub enum Command {
         until: Option<SystemTime>,
     },
     TunnelUrl,
+    ImportHooks {
+        file: PathBuf,
+        secrets_dir: Option<PathBuf>,
+        allow_partial: bool,
+        allow_unauthenticated: bool,
+    },
     Help,
     Version,
 }
@@ -117,6 +130,8 @@ pub enum CliError {
     NotFound(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("import-hooks: {0}")]
+    Import(#[from] crate::import::run::RunError),
 }
 
 impl CliError {
@@ -140,6 +155,9 @@ impl CliError {
             CliError::Activation(_) => 71,
             CliError::NotFound(_) => 1,
             CliError::Io(_) => 74,
+            CliError::Import(crate::import::run::RunError::Read { .. }) => 66,
+            CliError::Import(crate::import::run::RunError::Stdout(_)) => 74,
+            CliError::Import(_) => 78,
         })
     }
 }
@@ -162,6 +180,9 @@ struct Flags {
     all: bool,
     since: Option<SystemTime>,
     until: Option<SystemTime>,
+    secrets_dir: Option<PathBuf>,
+    allow_partial: bool,
+    allow_unauthenticated: bool,
 }
 
 impl Flags {
@@ -183,6 +204,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, CliError> 
         [] | ["serve"] => Command::Serve,
         ["migrate"] => Command::Migrate,
         ["tunnel-url"] => Command::TunnelUrl,
+        ["import-hooks", file] => Command::ImportHooks {
+            file: PathBuf::from(file),
+            secrets_dir: f.secrets_dir,
+            allow_partial: f.allow_partial,
+            allow_unauthenticated: f.allow_unauthenticated,
+        },
+        ["import-hooks", ..] => return Err(usage("expected `import-hooks FILE`")),
         ["check-config"] => Command::CheckConfig,
         ["sign"] => parse_sign(f)?,
         ["events", rest @ ..] => parse_events(rest, f)?,
@@ -236,6 +264,9 @@ fn read_args(
                 f.until = Some(parse_time(&p.value().map_err(bad)?.string().map_err(bad)?)?)
             }
             Long("body") => f.body = true,
+            Long("secrets-dir") => f.secrets_dir = Some(PathBuf::from(p.value().map_err(bad)?)),
+            Long("allow-partial") => f.allow_partial = true,
+            Long("allow-unauthenticated") => f.allow_unauthenticated = true,
             Value(v) => words.push(v.string().map_err(bad)?),
             _ => return Err(usage(arg.unexpected().to_string())),
         }
@@ -329,6 +360,20 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::TunnelUrl => tunnel_url(&path),
         Command::Migrate => migrate(&path),
         Command::CheckConfig => check_config(&path),
+        Command::ImportHooks {
+            file,
+            secrets_dir,
+            allow_partial,
+            allow_unauthenticated,
+        } => {
+            crate::import::run::run(
+                &file,
+                secrets_dir.as_deref(),
+                allow_partial,
+                allow_unauthenticated,
+            )?;
+            Ok(())
+        }
         Command::Sign {
             hook,
             event,

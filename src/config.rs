@@ -412,6 +412,169 @@ pub struct HookConfig {
     /// Circuit breaker of the action's target.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    // --- Payload rules and responses (src/payload/, docs/rules.md).
+    /// token: where the token is (`header.NAME`, `query.NAME`, `body.PATH`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Read bodies as this content type ("application/json" or
+    /// "application/x-www-form-urlencoded") whatever the request says.
+    #[serde(default)]
+    pub payload_content_type: Option<String>,
+    /// Only verified requests that match are stored; others are answered
+    /// `response.ignored` and dropped.
+    #[serde(default)]
+    pub rule: Option<RuleSpec>,
+    /// What to answer for accepted, duplicate and ignored requests.
+    #[serde(default)]
+    pub response: ResponsesConfig,
+    /// Answer an endpoint check with a value from the request, without storing it.
+    #[serde(default)]
+    pub handshake: Option<HandshakeConfig>,
+    /// "on_store" (default): answer once the event is durable;
+    /// "after_action": wait for the action's first attempt, up to `respond_deadline`.
+    #[serde(default)]
+    pub respond: Respond,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub respond_deadline: Option<Duration>,
+    /// after_action: also send a failed command's output (it may show
+    /// internals; by default only webhookd's one-line reason is sent).
+    #[serde(default)]
+    pub respond_error_output: bool,
+}
+
+// --- Rule and request-value specs, as written; compiled (and their
+// references checked) in src/payload/.
+
+/// A literal to compare with: TOML strings, integers, floats and booleans
+/// all compare as the text JSON would show.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Text(s) => f.write_str(s),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// A number for `lt` / `gt` (TOML integers and floats).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    pub fn get(self) -> f64 {
+        match self {
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+        }
+    }
+}
+
+/// One rule as written: either a combination (`all`, `any`, `not`) or a
+/// match of `value` with exactly one operator.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Shown in the mismatch log line instead of the rule's place.
+    pub name: Option<String>,
+    pub all: Option<Vec<RuleSpec>>,
+    pub any: Option<Vec<RuleSpec>>,
+    pub not: Option<Box<RuleSpec>>,
+    /// The value reference (see `payload::path`).
+    pub value: Option<String>,
+    pub equals: Option<Scalar>,
+    pub not_equals: Option<Scalar>,
+    pub one_of: Option<Vec<Scalar>>,
+    pub regex: Option<String>,
+    pub exists: Option<bool>,
+    pub lt: Option<Number>,
+    pub gt: Option<Number>,
+}
+
+/// One value as written: a literal string, or a reference.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ValueSpec {
+    Literal(String),
+    Ref(RefSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefSpec {
+    pub value: String,
+    /// Used when the request has no such value.
+    #[serde(default)]
+    pub default: Option<String>,
+    /// Files only: decode the value from base64 before writing it.
+    #[serde(default)]
+    pub base64: bool,
+}
+
+/// When a hook answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Respond {
+    #[default]
+    OnStore,
+    AfterAction,
+}
+
+/// How long `respond = "after_action"` waits when `respond_deadline` is not
+/// set: below GitHub's 10 s and Slack's 3 s timeouts are what senders allow.
+pub const DEFAULT_RESPOND_DEADLINE: Duration = Duration::from_millis(2500);
+
+/// `[hooks.response]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesConfig {
+    #[serde(default)]
+    pub accepted: Option<ResponseConfig>,
+    #[serde(default)]
+    pub duplicate: Option<ResponseConfig>,
+    #[serde(default)]
+    pub ignored: Option<ResponseConfig>,
+}
+
+/// One custom answer; unset parts keep webhookd's own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseConfig {
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Sent as it is, instead of webhookd's JSON.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Of `body` (default "text/plain; charset=utf-8").
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// `[hooks.handshake]`: when `rule` matches a verified request, answer
+/// with the value at `echo` (as text, or as `{"<json_field>": value}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandshakeConfig {
+    pub rule: RuleSpec,
+    pub echo: String,
+    #[serde(default)]
+    pub json_field: Option<String>,
 }
 
 /// `[hooks.action]`: forward to an HTTP target, or run a command.
@@ -442,6 +605,15 @@ pub enum ActionConfig {
         /// Runs at once for this hook; 1 runs them strictly one after another.
         #[serde(default = "default_exec_concurrency")]
         concurrency: usize,
+        /// More arguments after `command`: literals or request values.
+        #[serde(default)]
+        args: Vec<ValueSpec>,
+        /// Environment variables from literals or request values.
+        #[serde(default)]
+        env: std::collections::BTreeMap<String, ValueSpec>,
+        /// Environment variables holding the path of a file with a value.
+        #[serde(default)]
+        files: std::collections::BTreeMap<String, ValueSpec>,
     },
 }
 
@@ -713,6 +885,84 @@ fn de_level<'de, D: Deserializer<'de>>(d: D) -> Result<log::LevelFilter, D::Erro
     })
 }
 
+fn validate_responses(h: &HookConfig) -> Result<(), (String, String)> {
+    let r = &h.response;
+    for (name, c) in [
+        ("accepted", &r.accepted),
+        ("duplicate", &r.duplicate),
+        ("ignored", &r.ignored),
+    ] {
+        let Some(c) = c else { continue };
+        let k = |x: &str| format!("response.{name}.{x}");
+        if let Some(s) = c.status {
+            if !(200..=599).contains(&s) {
+                return Err((
+                    k("status"),
+                    format!("expected an HTTP status 200-599, got {s}"),
+                ));
+            }
+        }
+        if let Some(ct) = &c.content_type {
+            if http::HeaderValue::from_str(ct).is_err() {
+                return Err((k("content_type"), "not a valid header value".into()));
+            }
+        }
+        for (n, v) in &c.headers {
+            if http::HeaderName::from_bytes(n.as_bytes()).is_err()
+                || http::HeaderValue::from_str(v).is_err()
+            {
+                return Err((
+                    k(&format!("headers.{n}")),
+                    "not a valid header name and value".into(),
+                ));
+            }
+            let lower = n.to_ascii_lowercase();
+            if matches!(
+                lower.as_str(),
+                "content-length" | "transfer-encoding" | "connection"
+            ) {
+                return Err((k(&format!("headers.{n}")), "is set by the server".into()));
+            }
+        }
+    }
+    if let Some(ct) = &h.payload_content_type {
+        let known = ["application/json", "application/x-www-form-urlencoded"];
+        if !known.contains(&ct.trim().to_ascii_lowercase().as_str()) {
+            return Err((
+                "payload_content_type".into(),
+                format!("expected one of {known:?}, got {ct:?} (other bodies are not parsed)"),
+            ));
+        }
+    }
+    if h.respond == Respond::AfterAction && h.action.is_none() {
+        return Err((
+            "respond".into(),
+            "\"after_action\" needs an [hooks.action] to wait for".into(),
+        ));
+    }
+    if h.respond_error_output && h.respond != Respond::AfterAction {
+        return Err((
+            "respond_error_output".into(),
+            "applies only with respond = \"after_action\"".into(),
+        ));
+    }
+    if let Some(d) = h.respond_deadline {
+        if h.respond != Respond::AfterAction {
+            return Err((
+                "respond_deadline".into(),
+                "applies only with respond = \"after_action\"".into(),
+            ));
+        }
+        if d.is_zero() || d > Duration::from_secs(60) {
+            return Err((
+                "respond_deadline".into(),
+                "expected a duration between 1ms and 60s (below the sender's timeout)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_action(a: &ActionConfig) -> Result<(), (&'static str, String)> {
     if a.concurrency() == 0 {
         return Err(("concurrency", "must be at least 1".into()));
@@ -905,7 +1155,15 @@ impl Config {
                 return Err(invalid(key("id"), format!("duplicate hook id {:?}", h.id)));
             }
             check_hook(h).map_err(|e| invalid(key(&e.key), e.message))?;
-            if h.secrets.is_empty() {
+            if h.scheme == "none" {
+                if !h.secrets.is_empty() {
+                    return Err(invalid(
+                        key("secrets"),
+                        "scheme \"none\" checks nothing; remove the secrets or choose a scheme"
+                            .into(),
+                    ));
+                }
+            } else if h.secrets.is_empty() {
                 return Err(invalid(
                     key("secrets"),
                     "at least one secret reference is required".into(),
@@ -923,6 +1181,7 @@ impl Config {
                     "must be at least 1".into(),
                 ));
             }
+            validate_responses(h).map_err(|(k, m)| invalid(key(&k), m))?;
         }
         Ok(())
     }

@@ -56,6 +56,10 @@ pub struct HookCounters {
     pub accepted: Counter,
     pub duplicate: Counter,
     pub ignored: Counter,
+    /// Verified requests that the hook's payload rule did not match.
+    pub rule_mismatch: Counter,
+    /// Endpoint checks answered by `[hooks.handshake]`.
+    pub handshake: Counter,
     pub unauthorized: Counter,
     pub bad_request: Counter,
     pub too_large: Counter,
@@ -256,6 +260,8 @@ impl Metrics {
             accepted: get("accepted"),
             duplicate: get("duplicate"),
             ignored: get("ignored"),
+            rule_mismatch: get("rule_mismatch"),
+            handshake: get("handshake"),
             unauthorized: get("unauthorized"),
             bad_request: get("bad_request"),
             too_large: get("too_large"),

@@ -27,6 +27,7 @@ fn kind(e: &VerifyError) -> &'static str {
         VerifyError::Malformed { .. } => "Malformed",
         VerifyError::Mismatch => "Mismatch",
         VerifyError::NoSecret => "NoSecret",
+        VerifyError::MissingToken(_) => "MissingToken",
         VerifyError::Timestamp { .. } => "Timestamp",
     }
 }

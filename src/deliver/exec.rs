@@ -15,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::Attempt;
+use crate::payload::values::ExecValues;
+use crate::payload::{Meta, RequestView};
 use crate::store::Claimed;
 
 /// A resolved exec action.
@@ -25,6 +27,55 @@ pub struct ExecAction {
     pub workdir: Option<PathBuf>,
     pub timeout: Duration,
     pub output_limit: usize,
+    /// `args`, `env`, `files` from the stored event's request values.
+    pub values: ExecValues,
+    /// The hook's `payload_content_type`, to read the stored body as.
+    pub payload_content_type: Option<String>,
+}
+
+/// Temporary files handed to the command (`files`), removed when dropped.
+struct TempFiles(Vec<PathBuf>);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Write each file (mode 0600, a fresh name per event and attempt) in the
+/// temporary directory ($TMPDIR, else /tmp: private to the unit with
+/// PrivateTmp=, and writable where ProtectSystem=strict makes the working
+/// directory read-only).
+fn write_files(
+    ev: &Claimed,
+    files: &[(String, Vec<u8>)],
+) -> Result<(TempFiles, Vec<(String, PathBuf)>), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = std::env::temp_dir();
+    let mut made = TempFiles(Vec::new());
+    let mut env = Vec::new();
+    for (i, (name, bytes)) in files.iter().enumerate() {
+        let path = dir.join(format!(
+            ".webhookd-{}-{}-{i}-{}",
+            ev.id,
+            ev.attempts,
+            name.to_ascii_lowercase()
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("files.{name}: cannot create {}: {e}", path.display()))?;
+        made.0.push(path.clone());
+        f.write_all(bytes)
+            .map_err(|e| format!("files.{name}: cannot write {}: {e}", path.display()))?;
+        env.push((name.clone(), path));
+    }
+    Ok((made, env))
 }
 
 /// Kills the process group when dropped (timeout, or the task aborted at
@@ -69,16 +120,60 @@ fn shown(out: &[u8], truncated: bool) -> String {
     s
 }
 
+/// A command's output, kept for a request that waits for it.
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    /// stdout, then stderr.
+    pub output: Vec<u8>,
+    pub truncated: bool,
+}
+
 pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
+    run_captured(a, ev).await.0
+}
+
+/// Run once; also return what the command printed.
+pub async fn run_captured(a: &ExecAction, ev: &Claimed) -> (Attempt, Captured) {
+    // Values come from the stored event, so every attempt and every replay
+    // gets the same; one that is missing will stay missing: a dead letter.
+    let values = {
+        let view = RequestView::from_stored(
+            ev.headers.0.iter().cloned(),
+            &ev.body,
+            Meta {
+                event: Some(ev.event_type.clone()),
+                delivery: Some(ev.delivery_id.clone()),
+                hook: Some(ev.hook_id.clone()),
+                id: Some(ev.id.clone()),
+            },
+        )
+        .with_content_type(a.payload_content_type.as_deref());
+        match a.values.resolve(&view) {
+            Ok(v) => v,
+            Err(e) => return (Attempt::permanent(e.to_string()), Captured::default()),
+        }
+    };
+    let (_files, file_env) = match write_files(ev, &values.files) {
+        Ok(f) => f,
+        Err(e) => return (Attempt::retry(e, None), Captured::default()),
+    };
     let mut cmd = if a.shell {
+        // Values reach the script as "$1", "$2"..., never as script text.
         let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(&a.command[0]);
+        c.arg("-c").arg(&a.command[0]).arg("webhookd");
         c
     } else {
         let mut c = Command::new(&a.command[0]);
         c.args(&a.command[1..]);
         c
     };
+    cmd.args(&values.args);
+    for (k, v) in &values.env {
+        cmd.env(k, v);
+    }
+    for (k, p) in &file_env {
+        cmd.env(k, p);
+    }
     cmd.env("WEBHOOK_HOOK", &ev.hook_id)
         .env("WEBHOOK_EVENT", &ev.event_type)
         .env("WEBHOOK_DELIVERY", &ev.delivery_id)
@@ -94,7 +189,12 @@ pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Attempt::retry(format!("cannot start {:?}: {e}", a.command[0]), None),
+        Err(e) => {
+            return (
+                Attempt::retry(format!("cannot start {:?}: {e}", a.command[0]), None),
+                Captured::default(),
+            )
+        }
     };
     let mut guard = GroupGuard {
         pgid: child.id().map(|p| p as i32),
@@ -119,9 +219,12 @@ pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
         Err(_) => {
             drop(guard); // kills the whole group
             let _ = child.wait().await;
-            return Attempt::retry(
-                format!("timed out after {:?}; process group killed", a.timeout),
-                None,
+            return (
+                Attempt::retry(
+                    format!("timed out after {:?}; process group killed", a.timeout),
+                    None,
+                ),
+                Captured::default(),
             );
         }
     };
@@ -142,7 +245,11 @@ pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
             shown(&err.0, err.1)
         );
     }
-    match status {
+    let captured = Captured {
+        truncated: out.1 || err.1,
+        output: [out.0, err.0].concat(),
+    };
+    let attempt = match status {
         Ok(s) if s.success() => Attempt::Ok,
         Ok(s) => match (s.code(), s.signal()) {
             (Some(c), _) => Attempt::retry(format!("command exited with status {c}"), None),
@@ -150,5 +257,6 @@ pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
             _ => Attempt::retry("command failed".into(), None),
         },
         Err(e) => Attempt::retry(format!("waiting for the command failed: {e}"), None),
-    }
+    };
+    (attempt, captured)
 }

@@ -61,9 +61,25 @@ impl Forwarder {
         timeout: Duration,
         sign_secret: Option<&Secret>,
     ) -> Attempt {
+        self.send_status(url, ev, timeout, sign_secret).await.0
+    }
+
+    /// [`Forwarder::send`], also returning the target's status if it answered.
+    pub async fn send_status(
+        &self,
+        url: &http::Uri,
+        ev: &Claimed,
+        timeout: Duration,
+        sign_secret: Option<&Secret>,
+    ) -> (Attempt, Option<u16>) {
         let req = match build_request(url, ev, sign_secret, SystemTime::now()) {
             Ok(r) => r,
-            Err(e) => return Attempt::permanent(format!("cannot build request: {e}")),
+            Err(e) => {
+                return (
+                    Attempt::permanent(format!("cannot build request: {e}")),
+                    None,
+                )
+            }
         };
         let fut = async {
             let resp = self.client.request(req).await?;
@@ -79,17 +95,24 @@ impl Forwarder {
             Ok::<_, hyper_util::client::legacy::Error>((status, retry_after))
         };
         match tokio::time::timeout(timeout, fut).await {
-            Err(_) => Attempt::retry(format!("timed out after {timeout:?}"), None),
-            Ok(Err(e)) => Attempt::retry(format!("request failed: {}", error_chain(&e)), None),
+            Err(_) => (
+                Attempt::retry(format!("timed out after {timeout:?}"), None),
+                None,
+            ),
+            Ok(Err(e)) => (
+                Attempt::retry(format!("request failed: {}", error_chain(&e)), None),
+                None,
+            ),
             Ok(Ok((status, retry_after))) => {
                 let code = status.as_u16();
-                if status.is_success() {
+                let a = if status.is_success() {
                     Attempt::Ok
                 } else if code == 408 || code == 429 || status.is_server_error() {
                     Attempt::retry(format!("target answered {status}"), retry_after)
                 } else {
                     Attempt::permanent(format!("target answered {status}"))
-                }
+                };
+                (a, Some(code))
             }
         }
     }

@@ -110,6 +110,7 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
             workdir,
             timeout,
             concurrency,
+            ..
         } => HookAction {
             target: format!("exec:{}", if *shell { "/bin/sh" } else { &command[0] }),
             kind: ActionKind::Exec(ExecAction {
@@ -118,11 +119,32 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
                 workdir: workdir.clone(),
                 timeout: *timeout,
                 output_limit,
+                values: exec_values(a).map_err(|e| Invalid::new(e.key, e.message))?,
+                payload_content_type: None,
             }),
             concurrency: *concurrency,
             timeout: *timeout,
         },
     })
+}
+
+/// An exec action's `args`, `env` and `files`, compiled (empty for forward).
+pub fn exec_values(
+    a: &ActionConfig,
+) -> Result<crate::payload::values::ExecValues, crate::payload::RuleError> {
+    match a {
+        ActionConfig::Exec {
+            args, env, files, ..
+        } => crate::payload::values::ExecValues::compile(
+            &crate::payload::values::ExecValuesSpec {
+                args: args.clone(),
+                env: env.clone(),
+                files: files.clone(),
+            },
+            "action",
+        ),
+        ActionConfig::Forward { .. } => Ok(Default::default()),
+    }
 }
 
 /// The result of one attempt.
@@ -170,9 +192,43 @@ pub struct DeliveryState {
     pub inflight_total: AtomicUsize,
     /// Last queue counts read from the store.
     pub counts: Mutex<Counts>,
+    /// Requests waiting for an event's first attempt (`respond = "after_action"`).
+    waiters: Mutex<HashMap<String, tokio::sync::oneshot::Sender<FirstResult>>>,
+}
+
+/// What an event's first attempt produced, for a request that waits for it.
+#[derive(Debug, Clone, Default)]
+pub struct FirstResult {
+    pub ok: bool,
+    pub error: Option<String>,
+    /// Forward: the target's status, if it answered.
+    pub target_status: Option<u16>,
+    /// Exec: stdout, then stderr, within `delivery.output_limit` each.
+    pub output: Vec<u8>,
+    pub truncated: bool,
 }
 
 impl DeliveryState {
+    /// Wait for the first attempt of event `id` (register before storing it).
+    pub fn wait_first(&self, id: &str) -> tokio::sync::oneshot::Receiver<FirstResult> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut w) = self.waiters.lock() {
+            w.insert(id.to_string(), tx);
+        }
+        rx
+    }
+
+    /// Stop waiting (deadline passed, or the event was not newly stored).
+    pub fn forget_first(&self, id: &str) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(id);
+        }
+    }
+
+    fn take_first(&self, id: &str) -> Option<tokio::sync::oneshot::Sender<FirstResult>> {
+        self.waiters.lock().ok()?.remove(id)
+    }
+
     pub fn inflight(&self, hook: &str) -> usize {
         self.inflight
             .lock()

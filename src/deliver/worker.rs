@@ -160,15 +160,40 @@ async fn deliver_one<C: Context>(
     let action = &route.action;
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let attempt = match &action.kind {
+    let (attempt, first) = match &action.kind {
         ActionKind::Forward { url, sign_secret } => {
-            app.delivery()
+            let (attempt, status) = app
+                .delivery()
                 .forwarder
-                .send(url, &ev, action.timeout, sign_secret.as_ref())
-                .await
+                .send_status(url, &ev, action.timeout, sign_secret.as_ref())
+                .await;
+            let first = super::FirstResult {
+                target_status: status,
+                ..Default::default()
+            };
+            (attempt, first)
         }
-        ActionKind::Exec(a) => exec::run(a, &ev).await,
+        ActionKind::Exec(a) => {
+            let (attempt, out) = exec::run_captured(a, &ev).await;
+            let first = super::FirstResult {
+                truncated: out.truncated,
+                output: out.output,
+                ..Default::default()
+            };
+            (attempt, first)
+        }
     };
+    // A request waiting for this event's first attempt gets its result;
+    // later attempts are nobody's business but the queue's.
+    if ev.attempts == 1 {
+        if let Some(tx) = app.delivery().take_first(&ev.id) {
+            let (ok, error) = match &attempt {
+                Attempt::Ok => (true, None),
+                Attempt::Fail { error, .. } => (false, Some(error.clone())),
+            };
+            let _ = tx.send(super::FirstResult { ok, error, ..first });
+        }
+    }
     let elapsed = started.elapsed();
     let now = SystemTime::now();
     app.delivery().breakers.record(

@@ -153,7 +153,9 @@ pub fn status_json(app: &App) -> serde_json::Value {
             json!({
                 "id": h.id,
                 "scheme": h.scheme.name(),
+                "authenticated": h.scheme.authenticates(),
                 "secrets": h.secrets.len(),
+                "ignored": h.counters.ignored.get(),
                 "ready": h.problem.is_none(),
                 "problem": h.problem,
                 "action": h.route.as_ref().map(|r| r.action.target.clone()),

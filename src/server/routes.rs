@@ -20,6 +20,8 @@ use serde_json::json;
 use super::body::{read_body, BodyError};
 use super::listen::Role;
 use crate::app::{App, Hook};
+use crate::config::ResponseConfig;
+use crate::payload::{Meta, RequestView};
 use crate::rules::{self, Refusal};
 use crate::store::writer::SubmitError;
 use crate::store::{EventState, Headers, NewEvent, Outcome, StoreError};
@@ -94,10 +96,70 @@ pub async fn handle(
 struct Answer {
     status: StatusCode,
     body: serde_json::Value,
-    retry_after: Option<u32>,
+    /// Seconds (a u16 keeps `Answer` small; longer waits are capped).
+    retry_after: Option<u16>,
     delivery: Option<String>,
     event: Option<String>,
     detail: String,
+    /// A hook's own answer (`[hooks.response]`, a handshake, a command's
+    /// output) instead of the JSON body.
+    custom: Option<Box<Custom>>,
+    /// False when the outcome is counted already (ignored) or is not a
+    /// refusal (a command's 500): the status does not go into the refusal
+    /// counters, and the log line stays at info.
+    counted: bool,
+}
+
+/// A raw response body with its content type and extra headers.
+struct Custom {
+    body: Bytes,
+    content_type: HeaderValue,
+    headers: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl Answer {
+    /// Apply a configured response: its status, and its body and headers.
+    fn shaped(mut self, c: Option<&ResponseConfig>) -> Answer {
+        let Some(c) = c else { return self };
+        if let Some(s) = c.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+            self.status = s;
+        }
+        let headers = c
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect::<Vec<_>>();
+        if c.body.is_some() || !headers.is_empty() {
+            let (body, content_type) = match &c.body {
+                Some(b) => (
+                    Bytes::from(b.clone().into_bytes()),
+                    c.content_type
+                        .as_deref()
+                        .and_then(|t| HeaderValue::from_str(t).ok())
+                        .unwrap_or(HeaderValue::from_static("text/plain; charset=utf-8")),
+                ),
+                None => {
+                    let mut bytes = serde_json::to_vec(&self.body).unwrap_or_default();
+                    bytes.push(b'\n');
+                    (
+                        Bytes::from(bytes),
+                        HeaderValue::from_static("application/json"),
+                    )
+                }
+            };
+            self.custom = Some(Box::new(Custom {
+                body,
+                content_type,
+                headers,
+            }));
+        }
+        self
+    }
 }
 
 impl Answer {
@@ -110,11 +172,13 @@ impl Answer {
             delivery: None,
             event: None,
             detail: format!("error={message:?}"),
+            custom: None,
+            counted: true,
         }
     }
 
     fn retry(mut self, secs: u32) -> Answer {
-        self.retry_after = Some(secs);
+        self.retry_after = Some(u16::try_from(secs).unwrap_or(u16::MAX));
         self
     }
 }
@@ -155,6 +219,7 @@ async fn hook(
     let answer = process(app, &hook, peer, req).await;
     let c = &hook.counters;
     match answer.status.as_u16() {
+        _ if !answer.counted => {}
         202 => {}
         200 => {}
         401 => {
@@ -176,7 +241,7 @@ async fn hook(
             c.bad_request.inc();
         }
     }
-    if !answer.status.is_success() {
+    if !answer.status.is_success() && answer.counted {
         app.metrics.rejected_total.inc();
     }
     let elapsed = started.elapsed();
@@ -192,11 +257,23 @@ async fn hook(
         answer.detail,
     );
     match answer.status.as_u16() {
+        _ if !answer.counted => log::info!("{line}"),
         200..=299 => log::info!("{line}"),
         500..=599 => log::error!("{line}"),
         _ => log::warn!("{line}"),
     }
-    let mut resp = json_response(answer.status, &answer.body);
+    let mut resp = match answer.custom.map(|c| *c) {
+        Some(c) => {
+            let mut r = Response::new(Full::new(c.body));
+            *r.status_mut() = answer.status;
+            r.headers_mut().insert(CONTENT_TYPE, c.content_type);
+            for (k, v) in c.headers {
+                r.headers_mut().append(k, v);
+            }
+            r
+        }
+        None => json_response(answer.status, &answer.body),
+    };
     if let Some(s) = answer.retry_after {
         resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
     }
@@ -210,11 +287,13 @@ async fn process(
     peer: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Answer {
+    let started = Instant::now();
     if let Err(refused) = admit(app, hook, peer, req.headers()) {
         return refused;
     }
     let (parts, body) = req.into_parts();
-    let (body, verified) = match read_and_verify(hook, &parts.headers, body).await {
+    let query = parts.uri.query().unwrap_or("");
+    let (body, verified) = match read_and_verify(hook, &parts.headers, query, body).await {
         Ok(v) => v,
         Err(refused) => return refused,
     };
@@ -226,17 +305,42 @@ async fn process(
         None => "unknown".into(),
     };
     let key = format!("key={}", verified.key_index);
+    // Payload rules and handshakes see the verified request only.
+    let view = request_view(hook, &parts.headers, query, &body, &event, &verified);
+    if let Some(a) = handshake(hook, &view, &event, &key) {
+        return a;
+    }
     let delivery = match accept(app, hook, &verified, &body, &event, &key) {
         Ok(d) => d,
         Err(answer) => return answer,
     };
+    if let Some(rule) = &hook.payload.rule {
+        if let Err(m) = rule.check(&view) {
+            hook.counters.ignored.inc();
+            hook.counters.rule_mismatch.inc();
+            app.metrics.ignored_total.inc();
+            return Answer {
+                status: StatusCode::OK,
+                body: json!({"status": "ignored", "reason": "the hook's rule did not match"}),
+                retry_after: None,
+                delivery: Some(delivery),
+                event: Some(event),
+                detail: format!("{key} ignored=rule rule={:?} reason={:?}", m.rule, m.reason),
+                custom: None,
+                // Counted as ignored above, whatever status the hook answers it with.
+                counted: false,
+            }
+            .shaped(hook.response.ignored.as_ref());
+        }
+    }
+    drop(view);
     let new = NewEvent {
         id: crate::id::new_event_id(),
         hook_id: hook.id.clone(),
         delivery_id: delivery.clone(),
         event_type: event.clone(),
         received_at: SystemTime::now(),
-        headers: kept_headers(&parts.headers),
+        headers: kept_headers(hook, &parts.headers, query),
         body,
         state: if hook.route.is_some() {
             EventState::Pending
@@ -244,10 +348,135 @@ async fn process(
             EventState::Stored
         },
     };
+    // respond = "after_action": listen for the first attempt before the
+    // event can be claimed; it is still committed before anything runs.
+    let waiting = match (hook.respond_after, &hook.route) {
+        (Some(deadline), Some(_)) => Some((deadline, app.delivery.wait_first(&new.id))),
+        _ => None,
+    };
+    let event_id = new.id.clone();
     let mut a = store(app, hook, new, &key).await;
+    if let Some((deadline, rx)) = waiting {
+        let fresh = a.body.get("status").and_then(|s| s.as_str()) == Some("accepted")
+            && a.body.get("spooled").is_none();
+        let left = deadline.saturating_sub(started.elapsed());
+        // Only a newly stored event will be attempted; a duplicate, a
+        // spooled event or a refusal is answered at once.
+        let first = if fresh {
+            tokio::time::timeout(left, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        match first {
+            Some(first) => a = after_action(hook, a, &event_id, first),
+            None => {
+                app.delivery.forget_first(&event_id);
+                if fresh {
+                    a.detail.push_str(" respond=deadline-passed");
+                }
+            }
+        }
+    }
     a.delivery = Some(delivery);
     a.event = Some(event);
     a
+}
+
+/// The answer carrying the first attempt's result: a command's output with
+/// 200 (exit 0) or 500 (failed), or the forward target's status (502 if it
+/// did not answer). Retries go on as usual after a failure.
+fn after_action(
+    hook: &Hook,
+    stored: Answer,
+    id: &str,
+    first: crate::deliver::FirstResult,
+) -> Answer {
+    let exec = hook
+        .route
+        .as_ref()
+        .is_some_and(|r| matches!(r.action.kind, crate::deliver::ActionKind::Exec(_)));
+    let accepted = hook.response.accepted.as_ref();
+    let mut headers: Vec<(http::HeaderName, HeaderValue)> = accepted
+        .map(|c| {
+            c.headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(id) {
+        headers.push((http::HeaderName::from_static("x-webhookd-event-id"), v));
+    }
+    if first.truncated {
+        headers.push((
+            http::HeaderName::from_static("x-webhookd-output-truncated"),
+            HeaderValue::from_static("true"),
+        ));
+    }
+    let result = if first.ok { "done" } else { "failed" };
+    let (status, body, content_type) = if exec {
+        let status = match (first.ok, accepted.and_then(|c| c.status)) {
+            (true, Some(s)) => StatusCode::from_u16(s).unwrap_or(StatusCode::OK),
+            (true, None) => StatusCode::OK,
+            (false, _) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        // A failure says why in one line (a missing request value, an
+        // exit status); the command's own output only if the hook asks,
+        // since it may show internals to the sender.
+        let body = match &first.error {
+            None => first.output,
+            Some(e) if hook.respond_error_output => {
+                let mut b = first.output;
+                if b.is_empty() {
+                    b = format!("{e}\n").into_bytes();
+                }
+                b
+            }
+            Some(e) => format!("{e}\n").into_bytes(),
+        };
+        (
+            status,
+            Bytes::from(body),
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )
+    } else {
+        let status = first
+            .target_status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut b = serde_json::to_vec(&json!({
+            "id": id,
+            "status": result,
+            "target_status": first.target_status,
+            "error": first.error,
+        }))
+        .unwrap_or_default();
+        b.push(b'\n');
+        (
+            status,
+            Bytes::from(b),
+            HeaderValue::from_static("application/json"),
+        )
+    };
+    Answer {
+        status,
+        detail: format!("{} respond=after_action result={result}", stored.detail),
+        custom: Some(Box::new(Custom {
+            body,
+            content_type,
+            headers,
+        })),
+        counted: false,
+        ..stored
+    }
 }
 
 /// Allowlist and rate limit, before the body is read or anything verified;
@@ -289,10 +518,82 @@ fn admit(
     Ok(())
 }
 
+/// The verified request as payload rules and handshakes read it.
+fn request_view<'a>(
+    hook: &Hook,
+    headers: &HeaderMap,
+    query: &str,
+    body: &'a [u8],
+    event: &str,
+    verified: &Verified,
+) -> RequestView<'a> {
+    let needed = hook.payload.rule.is_some() || hook.payload.handshake.is_some();
+    RequestView::new(
+        headers.iter().filter(|_| needed).map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        }),
+        if needed { query } else { "" },
+        body,
+        Meta {
+            event: Some(event.to_string()),
+            delivery: verified.delivery_id.clone(),
+            hook: Some(hook.id.clone()),
+            id: None,
+        },
+    )
+    .with_content_type(hook.payload_content_type.as_deref())
+}
+
+/// `[hooks.handshake]`: an endpoint check answered with the value it asks
+/// for, not stored.
+fn handshake(hook: &Hook, view: &RequestView<'_>, event: &str, key: &str) -> Option<Answer> {
+    let hs = hook.payload.handshake.as_ref()?;
+    hs.rule.check(view).ok()?;
+    hook.counters.handshake.inc();
+    let Some(value) = view.get(&hs.echo) else {
+        let mut a = Answer::fail(
+            StatusCode::BAD_REQUEST,
+            format!("handshake: the request has no {}", hs.echo),
+        );
+        a.event = Some(event.to_string());
+        return Some(a);
+    };
+    let text = value.text().into_owned();
+    let (body, content_type) = match &hs.json_field {
+        Some(f) => {
+            let mut b = serde_json::to_vec(&json!({ f.as_str(): text })).unwrap_or_default();
+            b.push(b'\n');
+            (Bytes::from(b), HeaderValue::from_static("application/json"))
+        }
+        None => (
+            Bytes::from(text.into_bytes()),
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ),
+    };
+    Some(Answer {
+        status: StatusCode::OK,
+        body: serde_json::Value::Null,
+        retry_after: None,
+        delivery: None,
+        event: Some(event.to_string()),
+        detail: format!("{key} handshake"),
+        custom: Some(Box::new(Custom {
+            body,
+            content_type,
+            headers: Vec::new(),
+        })),
+        counted: true,
+    })
+}
+
 /// Read the body within the hook's limit and check its signature.
 async fn read_and_verify(
     hook: &Hook,
     headers: &HeaderMap,
+    query: &str,
     body: Incoming,
 ) -> Result<(Bytes, Verified), Answer> {
     let content_length = headers
@@ -308,7 +609,7 @@ async fn read_and_verify(
     };
     match hook
         .scheme
-        .verify(headers, &body, &hook.secrets, SystemTime::now())
+        .verify_request(headers, query, &body, &hook.secrets, SystemTime::now())
     {
         Ok(v) => Ok((body, v)),
         Err(e) => Err(Answer::fail(StatusCode::UNAUTHORIZED, e.to_string())),
@@ -337,6 +638,8 @@ fn accept(
                 delivery: None,
                 event: Some(event.to_string()),
                 detail: format!("{key} slack-url-verification"),
+                custom: None,
+                counted: true,
             });
         }
     }
@@ -365,7 +668,10 @@ fn accept(
                 delivery: Some(delivery),
                 event: Some(event.to_string()),
                 detail: format!("{key} ignored=event-filter"),
-            });
+                custom: None,
+                counted: false,
+            }
+            .shaped(hook.response.ignored.as_ref()));
         }
     }
     Ok(delivery)
@@ -409,7 +715,10 @@ async fn store(app: &App, hook: &Hook, new: NewEvent, key: &str) -> Answer {
                 delivery: None,
                 event: None,
                 detail,
+                custom: None,
+                counted: true,
             }
+            .shaped(hook.response.duplicate.as_ref())
         }
         Err(e @ StoreError::Unavailable(_)) => {
             let mut a = Answer::fail(
@@ -461,22 +770,43 @@ fn accepted(app: &App, hook: &Hook, key: &str, id: String, spooled: bool) -> Ans
         delivery: None,
         event: None,
         detail,
+        custom: None,
+        counted: true,
     }
+    .shaped(hook.response.accepted.as_ref())
 }
 
-/// The request headers to keep with the event, minus credentials.
-fn kept_headers(h: &HeaderMap) -> Headers {
-    Headers(
-        h.iter()
-            .filter(|(k, _)| !SENSITIVE_HEADERS.contains(&k.as_str()))
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-    )
+/// The request headers to keep with the event, minus credentials (and
+/// the token scheme's own header), with the query string (minus the token
+/// scheme's own parameter) as a `:query` entry, so rules and exec values
+/// read the stored event as they read the request.
+fn kept_headers(hook: &Hook, h: &HeaderMap, query: &str) -> Headers {
+    let (token_header, token_param) = match &hook.scheme {
+        crate::verify::Scheme::Token(t) => (t.header(), t.query_param()),
+        _ => (None, None),
+    };
+    let mut pairs: Vec<(String, String)> = h
+        .iter()
+        .filter(|(k, _)| {
+            !SENSITIVE_HEADERS.contains(&k.as_str()) && Some(k.as_str()) != token_header
+        })
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let kept: String = match token_param {
+        Some(p) => form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != p))
+            .finish(),
+        None => query.to_string(),
+    };
+    if !kept.is_empty() {
+        pairs.push((crate::payload::view::QUERY_ENTRY.to_string(), kept));
+    }
+    Headers(pairs)
 }
 
 fn peer_str(peer: Option<SocketAddr>) -> String {

@@ -15,6 +15,7 @@ pub mod shopify;
 pub mod slack;
 pub mod standard;
 pub mod stripe;
+pub mod token;
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
@@ -45,6 +46,9 @@ pub enum VerifyError {
     Mismatch,
     #[error("hook has no usable secret")]
     NoSecret,
+    /// The token scheme found no token where the hook says it is.
+    #[error("missing token {0}")]
+    MissingToken(String),
     /// The signed timestamp is too old (a replay) or too far in the future.
     #[error("timestamp outside tolerance: {skew} s {direction}, tolerance is {tolerance} s")]
     Timestamp {
@@ -85,7 +89,7 @@ pub struct OptionError {
 }
 
 impl OptionError {
-    fn new(key: &'static str, message: impl Into<String>) -> OptionError {
+    pub(crate) fn new(key: &'static str, message: impl Into<String>) -> OptionError {
         OptionError {
             key,
             message: message.into(),
@@ -95,7 +99,7 @@ impl OptionError {
 
 /// Schemes this build can verify (config names).
 pub const SCHEME_NAMES: &[&str] = &[
-    "github", "standard", "stripe", "slack", "gitlab", "shopify", "hmac",
+    "github", "standard", "stripe", "slack", "gitlab", "shopify", "hmac", "token", "none",
 ];
 
 /// A configured verification scheme.
@@ -108,6 +112,8 @@ pub enum Scheme {
     Gitlab(gitlab::Gitlab),
     Shopify(shopify::Shopify),
     Hmac(Box<generic::Generic>),
+    Token(Box<token::Token>),
+    None(token::NoAuth),
 }
 
 impl Scheme {
@@ -155,13 +161,22 @@ impl Scheme {
         only("algorithm", h.algorithm.is_some(), &["hmac"])?;
         only("timestamp_header", h.timestamp_header.is_some(), &["hmac"])?;
         only("template", h.template.is_some(), &["hmac"])?;
-        only("delivery_header", h.delivery_header.is_some(), &["hmac"])?;
-        only("event_header", h.event_header.is_some(), &["hmac"])?;
+        only(
+            "delivery_header",
+            h.delivery_header.is_some(),
+            &["hmac", "token", "none"],
+        )?;
+        only(
+            "event_header",
+            h.event_header.is_some(),
+            &["hmac", "token", "none"],
+        )?;
         only(
             "delivery_field",
             h.delivery_field.is_some(),
-            &["slack", "hmac"],
+            &["slack", "hmac", "token", "none"],
         )?;
+        only("token", h.token.is_some(), &["token"])?;
         only(
             "tolerance",
             h.tolerance.is_some(),
@@ -196,6 +211,8 @@ impl Scheme {
             }),
             "gitlab" => Scheme::Gitlab(gitlab::Gitlab),
             "shopify" => Scheme::Shopify(shopify::Shopify),
+            "token" => Scheme::Token(Box::new(token::Token::from_config(h)?)),
+            "none" => Scheme::None(token::NoAuth::from_config(h)?),
             _ => Scheme::Hmac(Box::new(generic::Generic::from_config(h, tolerance)?)),
         })
     }
@@ -209,6 +226,8 @@ impl Scheme {
             Scheme::Gitlab(_) => "gitlab",
             Scheme::Shopify(_) => "shopify",
             Scheme::Hmac(_) => "hmac",
+            Scheme::Token(_) => "token",
+            Scheme::None(_) => "none",
         }
     }
 
@@ -224,6 +243,28 @@ impl Scheme {
         }
     }
 
+    /// Does this hook check anything? (`none` does not.)
+    pub fn authenticates(&self) -> bool {
+        !matches!(self, Scheme::None(_))
+    }
+
+    /// Check a request with its query string (the token scheme may read
+    /// the token from it; the other schemes ignore it).
+    pub fn verify_request(
+        &self,
+        headers: &HeaderMap,
+        query: &str,
+        body: &[u8],
+        secrets: &[Secret],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        match self {
+            Scheme::None(s) => Ok(s.verify(headers, query, body)),
+            Scheme::Token(s) if !secrets.is_empty() => s.verify(headers, query, body, secrets),
+            _ => self.verify(headers, body, secrets, now),
+        }
+    }
+
     /// Check a request. `now` is passed in so timestamped schemes stay pure.
     pub fn verify(
         &self,
@@ -232,6 +273,9 @@ impl Scheme {
         secrets: &[Secret],
         now: SystemTime,
     ) -> Result<Verified, VerifyError> {
+        if let Scheme::None(s) = self {
+            return Ok(s.verify(headers, "", body));
+        }
         if secrets.is_empty() {
             return Err(VerifyError::NoSecret);
         }
@@ -243,6 +287,8 @@ impl Scheme {
             Scheme::Gitlab(s) => s.verify(headers, body, secrets, now),
             Scheme::Shopify(s) => s.verify(headers, body, secrets, now),
             Scheme::Hmac(s) => s.verify(headers, body, secrets, now),
+            Scheme::Token(s) => s.verify(headers, "", body, secrets),
+            Scheme::None(_) => Err(VerifyError::NoSecret),
         }
     }
 
@@ -264,6 +310,8 @@ impl Scheme {
             Scheme::Gitlab(s) => s.sign(body, secret, delivery_id, event, now),
             Scheme::Shopify(s) => s.sign(body, secret, delivery_id, event, now),
             Scheme::Hmac(s) => s.sign(body, secret, delivery_id, event, now),
+            Scheme::Token(s) => s.sign(secret, event, delivery_id),
+            Scheme::None(_) => vec![("Content-Type".into(), "application/json".into())],
         }
     }
 
@@ -277,6 +325,8 @@ impl Scheme {
             Scheme::Gitlab(_) => "Idempotency-Key header",
             Scheme::Shopify(_) => "X-Shopify-Webhook-Id header",
             Scheme::Hmac(h) => h.delivery_source(),
+            Scheme::Token(t) => t.delivery_source(),
+            Scheme::None(n) => n.delivery_source(),
         }
     }
 }

@@ -77,4 +77,26 @@ for s in ["10/s", "600/min", "1.5/h", "10.0.0.0/8", "2001:db8::/32", "192.0.2.7"
           "v0:{timestamp}:{delivery}:{body}", "1700000000", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
           "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v1a,AAAA", '{"event":{"type":"x"}}']:
     put("parsers", s)
+# import-hooks: the adnanh/webhook-shaped hooks files of tests/import_hooks.rs.
+for path in sorted(glob.glob(os.path.join(root, "tests/vectors/adnanh/*"))):
+    put("import_hooks", open(path).read())
+
+# payload: rules, exec values and token places over JSON, form and payload= bodies.
+rule = json.dumps({"all": [{"value": "header.x-github-event", "equals": "push"},
+                           {"any": [{"value": "body.ref", "regex": "^refs/heads/(main|master)$"},
+                                    {"not": {"value": "body.commits[0].id", "exists": True}}]},
+                           {"value": "body.size", "gt": 1}]})
+values = json.dumps({"args": ["x", {"value": "body.ref"}, {"value": "query.env", "default": "prod"}],
+                     "env": {"A": {"value": "header.x-github-event"}},
+                     "files": {"F": {"value": "body.bin", "base64": True}}})
+for ctype, body in [
+    ("application/json", '{"ref":"refs/heads/main","size":3,"commits":[{"id":"a"}],"bin":"aGk=","a.b":1}'),
+    ("application/x-www-form-urlencoded", "payload=%7B%22ref%22%3A%22refs%2Fheads%2Fmain%22%7D"),
+    ("application/x-www-form-urlencoded", "token=t&command=%2Fdeploy&text=a+b"),
+    ("", '[{"event":"processed"},{"event":"deferred"}]'),
+]:
+    put("payload", f"x-fuzz-opt-rule: {rule}\nx-fuzz-opt-values: {values}\nx-fuzz-opt-query: env=dev&token=t\n"
+                   f"x-fuzz-opt-token: query.token\nx-fuzz-opt-ref: body.commits.0.id\nx-fuzz-secret: t\n"
+                   f"x-github-event: push\ncontent-type: {ctype}\n\n{body}")
+
 print(f"seeds written to {out}")

@@ -202,3 +202,96 @@ pub fn parsers(data: &[u8]) {
     let _ = verify::decode_hex(data);
     let _ = verify::json_field(data, "event.type");
 }
+
+/// Payload rules and the request view: references parse or are refused,
+/// any body (JSON, form, GitHub's payload= form, garbage) is read without
+/// a panic, a compiled rule checks, exec values resolve or name what is
+/// missing, and the token scheme verifies (options: x-fuzz-opt-rule as
+/// JSON, x-fuzz-opt-query, x-fuzz-opt-token, x-fuzz-opt-ref).
+pub fn payload(data: &[u8]) {
+    use webhookd::payload::{values, Meta, RequestView, Rule, ValueRef};
+    let inp = split(data);
+    let opt = |k: &str| inp.options.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let headers: Vec<(String, String)> = inp
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let view = RequestView::new(headers.clone(), opt("query"), inp.body, Meta::default());
+    let _ = view.document();
+    for r in [
+        opt("ref"),
+        "body",
+        "body.ref",
+        "body.a.b",
+        "body[0]",
+        "body.root.1.x",
+        "body[\"a.b\"]",
+        "headers",
+        "query",
+        "form.payload",
+        "header.content-type",
+    ] {
+        if let Ok(r) = ValueRef::parse(r) {
+            let _ = view.get(&r).map(|f| f.text().len());
+        }
+    }
+    if let Ok(spec) = serde_json::from_str::<webhookd::config::RuleSpec>(opt("rule")) {
+        if let Ok(rule) = Rule::compile(&spec, "rule") {
+            let _ = rule.check(&view);
+        }
+    }
+    if let Ok(spec) = serde_json::from_str::<values::ExecValuesSpec>(opt("values")) {
+        if let Ok(v) = values::ExecValues::compile(&spec, "action") {
+            let stored = RequestView::from_stored(headers, inp.body, Meta::default());
+            let _ = v.resolve(&stored);
+        }
+    }
+    let mut h = serde_json::Map::new();
+    h.insert("id".into(), "fuzz".into());
+    h.insert("scheme".into(), "token".into());
+    h.insert("token".into(), opt("token").into());
+    if let Ok(cfg) = serde_json::from_value::<HookConfig>(serde_json::Value::Object(h)) {
+        if let Ok(scheme) = Scheme::from_config(&cfg) {
+            let secrets: Vec<Secret> = inp.secrets.iter().map(|s| Secret(s.clone())).collect();
+            if let Ok(v) =
+                scheme.verify_request(&inp.headers, opt("query"), inp.body, &secrets, inp.now)
+            {
+                assert!(v.key_index < secrets.len());
+            }
+        }
+    }
+}
+
+/// `import-hooks`: any text converts or is refused, and what it prints
+/// parses as a webhookd config (a failed check is fine, bad TOML is not).
+pub fn import_hooks(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let opts = webhookd::import::Options {
+        secrets_dir: Some(std::path::PathBuf::from("/etc/webhookd/secrets")),
+        allow_unauthenticated: true,
+    };
+    let Ok(conv) = webhookd::import::convert(text, &opts) else {
+        return;
+    };
+    if let Err(e) = Config::parse(Path::new("/imported.toml"), &conv.toml) {
+        // Conversion output must at least be TOML; a config error (e.g. a
+        // secret that does not resolve here) is fine, a syntax error is not.
+        assert!(
+            !matches!(e, webhookd::config::ConfigError::Parse { .. }),
+            "import produced unparsable TOML: {e}\n{}",
+            conv.toml
+        );
+    }
+    // Secrets never reaching the output is checked by unit tests on
+    // known secrets; a fuzzed "secret" may equally be a word the output
+    // needs (a path, a header name).
+    let _ = conv.secrets.len();
+}
