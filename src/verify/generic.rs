@@ -98,6 +98,17 @@ pub fn parse_template(t: &str) -> Result<Vec<Part>, String> {
     Ok(parts)
 }
 
+/// The de-duplication key of a sender without a delivery id: a digest of
+/// the body and, when a timestamp is signed, the timestamp too, so the same
+/// body sent again later (a heartbeat) is a new event while a replay of the
+/// same signed request is still a duplicate.
+fn fallback_key(ts: Option<&str>, body: &[u8]) -> String {
+    match ts {
+        Some(ts) => format!("sha256:{ts}:{}", body_digest(&[body])),
+        None => format!("sha256:{}", body_digest(&[body])),
+    }
+}
+
 impl Generic {
     pub fn from_config(h: &HookConfig, tolerance: Duration) -> Result<Generic, OptionError> {
         let shown = h.header.clone().ok_or(OptionError {
@@ -285,7 +296,7 @@ impl Generic {
                 self.delivery_field
                     .as_deref()
                     .and_then(|f| json_field(body, f))
-                    .unwrap_or_else(|| format!("sha256:{}", body_digest(&[body]))),
+                    .unwrap_or_else(|| fallback_key(ts.as_deref(), body)),
             )
         };
         Ok(Verified {
