@@ -6,7 +6,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{Method, Request, Uri};
@@ -129,15 +128,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The Standard Webhooks signing key: `whsec_` + base64, or raw bytes.
-fn signing_key(secret: &Secret) -> Vec<u8> {
-    secret
-        .0
-        .strip_prefix(b"whsec_")
-        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-        .unwrap_or_else(|| secret.0.clone())
-}
-
 pub fn build_request(
     url: &Uri,
     ev: &Claimed,
@@ -147,7 +137,11 @@ pub fn build_request(
     let mut b = Request::builder().method(Method::POST).uri(url.clone());
     let mut has_type = false;
     for (k, v) in ev.headers.iter() {
-        if !forwardable(k) {
+        // Re-signed: the sender's own Standard Webhooks headers would make
+        // the target see each of ours twice (and refuse them as ambiguous).
+        let ours = sign_secret.is_some()
+            && matches!(k, "webhook-id" | "webhook-timestamp" | "webhook-signature");
+        if ours || !forwardable(k) {
             continue;
         }
         let (Ok(name), Ok(value)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) else {
@@ -166,21 +160,12 @@ pub fn build_request(
         .header("webhookd-hook", ev.hook_id.as_str())
         .header("webhookd-event", ev.event_type.as_str())
         .header("webhookd-source-delivery", ev.delivery_id.as_str());
-    if let Some(secret) = sign_secret {
-        let ts = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-            .to_string();
-        let mac = crate::verify::hmac_sha256(
-            &signing_key(secret),
-            &[ev.id.as_bytes(), b".", ts.as_bytes(), b".", &ev.body],
-        );
-        let sig = base64::engine::general_purpose::STANDARD.encode(mac);
-        b = b
-            .header("webhook-id", ev.id.as_str())
-            .header("webhook-timestamp", ts)
-            .header("webhook-signature", format!("v1,{sig}"));
+    if let Some(key) = sign_secret {
+        // `key` was decoded by verify::standard::decode_secret when the
+        // config was loaded, as a `standard` hook decodes its secret.
+        for (name, value) in crate::verify::standard::sign_headers(&key.0, &ev.id, now, &ev.body) {
+            b = b.header(name, value);
+        }
     }
     b.body(Full::new(ev.body.clone()))
 }
@@ -188,6 +173,7 @@ pub fn build_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     fn ev() -> Claimed {
         Claimed {
@@ -225,7 +211,9 @@ mod tests {
     fn resigning_follows_standard_webhooks() {
         // Key "whsec_" + base64("secret-key-bytes"); checked by recomputing
         // the documented construction: HMAC-SHA256(key, id.ts.body), base64.
-        let secret = Secret(b"whsec_c2VjcmV0LWtleS1ieXRlcw==".to_vec());
+        let secret = Secret(
+            crate::verify::standard::decode_secret(b"whsec_c2VjcmV0LWtleS1ieXRlcw==").unwrap(),
+        );
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let r = build_request(
             &"http://127.0.0.1:1/x".parse().unwrap(),

@@ -87,11 +87,21 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
                 uri.scheme_str().unwrap_or("http"),
                 uri.authority().map(|a| a.as_str()).unwrap_or("")
             );
+            // Decoded as a `standard` hook decodes its secret, so a webhookd
+            // receiving what this one forwards verifies it.
             let sign_secret = match sign_secret {
-                Some(r) => Some(
-                    r.resolve()
-                        .map_err(|e| Invalid::new("action.sign_secret", e.to_string()))?,
-                ),
+                Some(r) => {
+                    let raw = r
+                        .resolve()
+                        .map_err(|e| Invalid::new("action.sign_secret", e.to_string()))?;
+                    let key = crate::verify::standard::decode_secret(&raw.0).ok_or_else(|| {
+                        Invalid::new(
+                            "action.sign_secret",
+                            format!("{r} is not a Standard Webhooks secret (expected \"whsec_\" followed by base64)"),
+                        )
+                    })?;
+                    Some(Secret(key))
+                }
                 None => None,
             };
             HookAction {

@@ -52,33 +52,50 @@ pub fn decode_secret(s: &[u8]) -> Option<Vec<u8>> {
     LENIENT.decode(b64).ok().filter(|k| !k.is_empty())
 }
 
-/// The `v1` signatures of a `webhook-signature` header. Entries of other
-/// versions (`v1a` is asymmetric) are skipped; a `v1` entry that is not
-/// base64 of 32 bytes makes the header malformed.
+/// The `webhook-id`, `webhook-timestamp` and `webhook-signature` headers
+/// for `body` under `key` (a key from [`decode_secret`]). `webhookd sign`
+/// and the forward action's re-signing both use this, so what one webhookd
+/// sends another one's `standard` hook verifies.
+pub fn sign_headers(key: &[u8], id: &str, now: SystemTime, body: &[u8]) -> Vec<(String, String)> {
+    let ts = unix_seconds(now).to_string();
+    let mac = hmac_sha256(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+    vec![
+        ("webhook-id".into(), id.into()),
+        ("webhook-timestamp".into(), ts),
+        (
+            "webhook-signature".into(),
+            format!("v1,{}", encode_base64(&mac)),
+        ),
+    ]
+}
+
+/// The `v1` signatures of a `webhook-signature` header. As in the reference
+/// libraries, entries that cannot match are skipped: other versions (`v1a`
+/// is asymmetric), entries without a comma, and `v1` entries that are not
+/// base64 of 32 bytes, so one bad entry does not hide a valid one. A header
+/// with no usable `v1` entry at all is malformed.
 pub fn parse_signatures(raw: &[u8], header: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
     let mut out = Vec::new();
     for entry in raw.split(|&c| c == b' ').filter(|e| !e.is_empty()) {
         let Some(comma) = entry.iter().position(|&c| c == b',') else {
-            return Err(VerifyError::malformed(
-                header,
-                "expected space-separated \"v1,<base64>\" entries",
-            ));
+            continue;
         };
         let (version, sig) = (&entry[..comma], &entry[comma + 1..]);
         if version != b"v1" {
             continue;
         }
-        let sig = decode_base64(sig)
-            .filter(|s| s.len() == 32)
-            .ok_or_else(|| {
-                VerifyError::malformed(header, "a v1 signature is not base64 of 32 bytes")
-            })?;
+        let Some(sig) = decode_base64(sig).filter(|s| s.len() == 32) else {
+            continue;
+        };
         if out.len() < MAX_SIGNATURES {
             out.push(sig);
         }
     }
     if out.is_empty() {
-        return Err(VerifyError::malformed(header, "no v1 signature"));
+        return Err(VerifyError::malformed(
+            header,
+            "no usable \"v1,<base64 of 32 bytes>\" entry",
+        ));
     }
     Ok(out)
 }
@@ -125,19 +142,55 @@ impl Standard {
         _event: &str,
         now: SystemTime,
     ) -> Vec<(String, String)> {
-        let ts = unix_seconds(now).to_string();
-        let mac = hmac_sha256(
-            &secret.0,
-            &[delivery_id.as_bytes(), b".", ts.as_bytes(), b".", body],
-        );
-        vec![
-            ("webhook-id".into(), delivery_id.into()),
-            ("webhook-timestamp".into(), ts),
-            (
-                "webhook-signature".into(),
-                format!("v1,{}", encode_base64(&mac)),
-            ),
-            ("Content-Type".into(), "application/json".into()),
-        ]
+        let mut h = sign_headers(&secret.0, delivery_id, now, body);
+        h.push(("Content-Type".into(), "application/json".into()));
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_that_cannot_match_are_skipped() {
+        let good = format!("v1,{}", encode_base64(&[7u8; 32]));
+        for list in [
+            format!("v1,!!! {good}"),
+            format!("v1,AAAA {good}"),
+            format!("{good} v1,AAAA"),
+            format!("nocomma v1a,xyz {good}"),
+        ] {
+            assert_eq!(
+                parse_signatures(list.as_bytes(), "webhook-signature"),
+                Ok(vec![vec![7u8; 32]]),
+                "{list}"
+            );
+        }
+        for list in ["v1,AAAA", "v1,!!! v1a,x", "v1:abc", ""] {
+            assert!(
+                parse_signatures(list.as_bytes(), "webhook-signature").is_err(),
+                "{list}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_key_decoding_for_signing_and_verifying() {
+        let key = decode_secret(b"whsec_c2VjcmV0LWtleS1ieXRlcw").unwrap();
+        assert_eq!(key, b"secret-key-bytes");
+        assert_eq!(decode_secret(b"c2VjcmV0LWtleS1ieXRlcw==").unwrap(), key);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        for (k, v) in sign_headers(&key, "msg_1", now, b"{}") {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let v = Standard::default()
+            .verify(&h, b"{}", &[Secret(key)], now)
+            .unwrap();
+        assert_eq!(v.delivery_id.as_deref(), Some("msg_1"));
     }
 }
