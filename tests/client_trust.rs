@@ -85,7 +85,12 @@ fn forwarding_header_is_explicit_per_trusted_proxy() {
         "trusted_proxies = [{ from = \"127.0.0.1\", header = \"X-Forwarded-For\" }]",
     ) + &hook(&env, "remote", allow);
     let d = Daemon::start(&env, &cfg, &[]);
-    let r = post(&addr, "remote", &spoof("x-1", "198.51.100.7", "192.0.2.10"), b"{}");
+    let r = post(
+        &addr,
+        "remote",
+        &spoof("x-1", "198.51.100.7", "192.0.2.10"),
+        b"{}",
+    );
     assert_eq!(
         r.status, 403,
         "a client-set CF-Connecting-IP is not believed behind an X-Forwarded-For proxy"
@@ -104,8 +109,16 @@ fn forwarding_header_is_explicit_per_trusted_proxy() {
     ) + &hook(&env, "remote", allow);
     let d = Daemon::start(&env, &cfg, &[]);
     let r = post(&addr, "remote", &spoof("c-1", "192.0.2.10", ""), b"{}");
-    assert_eq!(r.status, 403, "X-Forwarded-For is not believed from cloudflared");
-    let r = post(&addr, "remote", &spoof("c-2", "192.0.2.10", "198.51.100.7"), b"{}");
+    assert_eq!(
+        r.status, 403,
+        "X-Forwarded-For is not believed from cloudflared"
+    );
+    let r = post(
+        &addr,
+        "remote",
+        &spoof("c-2", "192.0.2.10", "198.51.100.7"),
+        b"{}",
+    );
     assert_eq!(r.status, 403);
     let r = post(&addr, "remote", &spoof("c-3", "", "192.0.2.10"), b"{}");
     assert_eq!(r.status, 202, "{}", r.text());
@@ -152,8 +165,15 @@ fn admin_socket_is_enabled_with_the_public_socket_as_shipped() {
     assert!(read("packaging/rpm/post.sh").contains("systemctl enable webhook.socket"));
     // The README's commands use the admin socket.
     let readme = read("README.md");
-    for needle in ["127.0.0.1:9000/status", "127.0.0.1:9000/metrics", "127.0.0.1:9000/readyz"] {
-        assert!(!readme.contains(needle), "README uses the public socket: {needle}");
+    for needle in [
+        "127.0.0.1:9000/status",
+        "127.0.0.1:9000/metrics",
+        "127.0.0.1:9000/readyz",
+    ] {
+        assert!(
+            !readme.contains(needle),
+            "README uses the public socket: {needle}"
+        );
     }
     assert!(readme.contains("127.0.0.1:9001/status"));
 }
@@ -165,7 +185,9 @@ fn database_password_url_parameter_is_redacted() {
     let env = Env::new("pwparam");
     let addr = format!("127.0.0.1:{}", free_port());
     let port = free_port();
-    let url = format!("postgres://webhookd@127.0.0.1:{port}/events?password=hunter2-param&sslmode=disable");
+    let url = format!(
+        "postgres://webhookd@127.0.0.1:{port}/events?password=hunter2-param&sslmode=disable"
+    );
     let cfg = base(&addr, &url, "") + &hook(&env, "gh", "");
     let path = env.write("webhookd.toml", &cfg);
     let out = std::process::Command::new(bin())

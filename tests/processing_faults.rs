@@ -1,6 +1,7 @@
 //! Processing stored events when the other side misbehaves, over real
 //! sockets and real child processes: a target's absurd `Retry-After` is
-//! capped and never costs the hook its delivery slot; an `exec` command is
+//! capped at the time left before `max_age` and never costs the hook its
+//! delivery slot; an `exec` command is
 //! done when it exits (a background job holding its pipes does not make it
 //! time out), in an explicit environment, not the daemon's; and a target
 //! that answers with an endless body does not hold the attempt.
@@ -54,7 +55,7 @@ fn huge_retry_after_is_capped_and_keeps_the_slot() {
         }
     });
     let addr = format!("127.0.0.1:{}", free_port());
-    let extra = "concurrency = 1\n[hooks.retry]\ninitial_delay = \"100ms\"\nmax_delay = \"1s\"\n[hooks.breaker]\nfailures = 0\n";
+    let extra = "concurrency = 1\n[hooks.retry]\ninitial_delay = \"100ms\"\nmax_delay = \"1s\"\nmax_age = \"3s\"\n[hooks.breaker]\nfailures = 0\n";
     let d = Daemon::start(
         &env,
         &forward_config(&env, &addr, &sink.url("/in"), extra),
@@ -70,7 +71,8 @@ fn huge_retry_after_is_capped_and_keeps_the_slot() {
         "{}",
         d.log_text()
     );
-    // The capped Retry-After (max_delay = 1s) brings ra-1 back soon.
+    // Retry-After is capped at the time left before max_age (3 s): one
+    // last attempt then, which succeeds.
     assert_eq!(wait_state(&url, "ra-1", "done", WAIT), ("done".into(), 2));
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert!(!d.log_text().contains("panicked"), "{}", d.log_text());
@@ -97,7 +99,11 @@ fn exec_is_done_when_the_command_exits() {
         "{}",
         d.log_text()
     );
-    assert!(t.elapsed() < Duration::from_millis(1800), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        t.elapsed()
+    );
     std::thread::sleep(Duration::from_millis(500));
     let runs = std::fs::read_to_string(env.path("runs")).unwrap();
     assert_eq!(runs.lines().count(), 1, "ran once: {runs}");
@@ -139,10 +145,7 @@ fn exec_environment_is_explicit() {
     let d = Daemon::start(
         &env,
         &exec_config(&env, &addr, cmd, extra),
-        &[
-            ("KEEP_ME", "kept".into()),
-            ("DROP_ME", "dropped".into()),
-        ],
+        &[("KEEP_ME", "kept".into()), ("DROP_ME", "dropped".into())],
     );
     d.post("gh", "env-2", b"{}");
     wait_state(&env.sqlite_url(), "env-2", "done", WAIT);
@@ -215,7 +218,11 @@ fn endless_forward_response_does_not_hold_the_attempt() {
         "{}",
         d.log_text()
     );
-    assert!(t.elapsed() < Duration::from_millis(1900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(count.load(Ordering::SeqCst), 1, "delivered once");
 }

@@ -1,7 +1,7 @@
 //! Retry timing: exponential backoff with full jitter (a random delay
 //! between zero and the exponential bound), so many failed events do not
-//! all come back at the same instant. A sender's `Retry-After` wins when it
-//! asks for longer.
+//! all come back at the same instant. A target's `Retry-After` wins when it
+//! asks for longer, up to the time left before `max_age`.
 
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +21,10 @@ pub fn jitter(max: Duration) -> Duration {
     let mut b = [0u8; 8];
     crate::id::fill_random(&mut b);
     let r = u64::from_le_bytes(b) as f64 / u64::MAX as f64;
-    max.mul_f64(r)
+    // try_: a configured max_delay near Duration::MAX must not panic on rounding.
+    Duration::try_from_secs_f64(max.as_secs_f64() * r)
+        .unwrap_or(max)
+        .min(max)
 }
 
 /// What to do after a failed attempt: retry later, or give up.
@@ -42,13 +45,25 @@ pub fn after_failure(
             error: format!("gave up after {attempt} attempts: {error}"),
         };
     }
-    let delay = jitter(bound(cfg, attempt)).max(retry_after.unwrap_or(Duration::ZERO));
-    let at = now + delay;
-    let age_limit = received_at + cfg.max_age;
-    if at > age_limit {
-        return Disposition::Dead {
-            error: format!("older than max_age ({:?}): {error}", cfg.max_age),
-        };
+    // An age limit past the end of time is no limit.
+    let age_limit = received_at.checked_add(cfg.max_age);
+    // A target's Retry-After is honoured, even beyond max_delay, but only up
+    // to the time left before max_age (one last attempt then): it comes from
+    // the network and may be anything (18446744073709551615 overflowed the
+    // time arithmetic and panicked the delivery task).
+    let left = age_limit.map_or(Duration::MAX, |l| {
+        l.duration_since(now).unwrap_or(Duration::ZERO)
+    });
+    let asked = retry_after.unwrap_or(Duration::ZERO).min(left);
+    let delay = jitter(bound(cfg, attempt)).max(asked);
+    let too_old = || Disposition::Dead {
+        error: format!("older than max_age ({:?}): {error}", cfg.max_age),
+    };
+    let Some(at) = now.checked_add(delay) else {
+        return too_old();
+    };
+    if age_limit.is_some_and(|limit| at > limit) {
+        return too_old();
     }
     Disposition::Retry { at, error }
 }
@@ -113,6 +128,28 @@ mod tests {
             after_failure(&c, 1, t0, t0, None, true, "e".into()),
             Disposition::Dead { .. }
         ));
+        // A Retry-After from the network is capped at the time left before
+        // max_age, whatever it says.
+        match after_failure(
+            &c,
+            1,
+            t0,
+            t0,
+            Some(Duration::from_secs(u64::MAX)),
+            false,
+            "e".into(),
+        ) {
+            Disposition::Retry { at, .. } => assert_eq!(at, t0 + c.max_age),
+            d => panic!("{d:?}"),
+        }
+        // Configured extremes do not panic either.
+        let huge = RetryConfig {
+            max_age: Duration::MAX,
+            max_delay: Duration::MAX,
+            initial_delay: Duration::MAX,
+            ..cfg()
+        };
+        let _ = after_failure(&huge, 3, t0, t0, Some(Duration::MAX), false, "e".into());
         let old = t0 - Duration::from_secs(3600);
         assert!(matches!(
             after_failure(&c, 2, old, t0, None, false, "e".into()),

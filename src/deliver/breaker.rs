@@ -102,7 +102,12 @@ impl Breakers {
                     t.failures
                 );
             }
-            t.open_until = Some(now + cooldown);
+            // A cooldown beyond the end of time keeps the breaker open "for ever".
+            t.open_until = Some(
+                now.checked_add(cooldown)
+                    .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365)))
+                    .unwrap_or(now),
+            );
         }
     }
 

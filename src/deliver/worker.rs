@@ -127,10 +127,15 @@ async fn dispatch<C: Context>(
         }
         let store = app.store().clone();
         let (hook_id, w) = (route.hook_id.clone(), worker.to_string());
-        let lease = action.timeout + margin;
+        let lease = action.timeout.saturating_add(margin);
         let claimed = tokio::task::spawn_blocking(move || {
             let now = SystemTime::now();
-            store.claim(&hook_id, want, &w, now, now + lease)
+            // A lease past the end of time: a year is for ever here.
+            let until = now
+                .checked_add(lease)
+                .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365)))
+                .unwrap_or(now);
+            store.claim(&hook_id, want, &w, now, until)
         })
         .await
         .map_err(|e| crate::store::StoreError::Query(e.to_string().into()))??;
@@ -139,50 +144,124 @@ async fn dispatch<C: Context>(
             app.delivery()
                 .breakers
                 .begin(&action.target, Instant::now());
-            app.delivery().add_inflight(&route.hook_id, 1);
-            tasks.spawn(deliver_one(
-                app.clone(),
-                route.clone(),
-                ev,
-                finisher.clone(),
-            ));
+            let slot = Slot::take(app.clone(), &route.hook_id);
+            tasks.spawn(deliver_one(slot, route.clone(), ev, finisher.clone()));
         }
     }
     Ok(more)
 }
 
-async fn deliver_one<C: Context>(
+/// A hook's delivery slot, given back when dropped: however a delivery task
+/// ends (a panic or an abort at shutdown included), the slot is released
+/// and the dispatcher woken.
+struct Slot<C: Context> {
     app: Arc<C>,
+    hook: String,
+}
+
+impl<C: Context> Slot<C> {
+    fn take(app: Arc<C>, hook: &str) -> Slot<C> {
+        app.delivery().add_inflight(hook, 1);
+        Slot {
+            app,
+            hook: hook.to_string(),
+        }
+    }
+}
+
+impl<C: Context> Drop for Slot<C> {
+    fn drop(&mut self) {
+        self.app.delivery().add_inflight(&self.hook, -1);
+        self.app.delivery().wake.notify_one();
+    }
+}
+
+/// The text of a panic payload, for the attempt's error.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Aborts a task when dropped (the delivery task aborted at shutdown must
+/// stop the attempt it started).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Run the action in a task of its own, so a panic in it is an attempt that
+/// failed (and is retried) instead of a task that vanished with its slot.
+async fn attempt<C: Context>(
+    app: &Arc<C>,
+    route: &Arc<Route>,
+    ev: &Claimed,
+) -> (Attempt, super::FirstResult) {
+    let (app, route, ev) = (app.clone(), route.clone(), ev.clone());
+    let run = tokio::spawn(async move {
+        let action = &route.action;
+        match &action.kind {
+            ActionKind::Forward { url, sign_secret } => {
+                let (attempt, status) = app
+                    .delivery()
+                    .forwarder
+                    .send_status(url, &ev, action.timeout, sign_secret.as_ref())
+                    .await;
+                let first = super::FirstResult {
+                    target_status: status,
+                    ..Default::default()
+                };
+                (attempt, first)
+            }
+            ActionKind::Exec(a) => {
+                let (attempt, out) = exec::run_captured(a, &ev).await;
+                let first = super::FirstResult {
+                    truncated: out.truncated,
+                    output: out.output,
+                    ..Default::default()
+                };
+                (attempt, first)
+            }
+        }
+    });
+    let _abort = AbortOnDrop(run.abort_handle());
+    match run.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => (
+            Attempt::retry(
+                format!(
+                    "internal error: the delivery task panicked: {}",
+                    panic_message(&*e.into_panic())
+                ),
+                None,
+            ),
+            super::FirstResult::default(),
+        ),
+        Err(e) => (
+            Attempt::retry(
+                format!("internal error: the delivery task failed: {e}"),
+                None,
+            ),
+            super::FirstResult::default(),
+        ),
+    }
+}
+
+async fn deliver_one<C: Context>(
+    slot: Slot<C>,
     route: Arc<Route>,
     ev: Claimed,
     finisher: Arc<super::Finisher>,
 ) {
+    let app = slot.app.clone();
     let action = &route.action;
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let (attempt, first) = match &action.kind {
-        ActionKind::Forward { url, sign_secret } => {
-            let (attempt, status) = app
-                .delivery()
-                .forwarder
-                .send_status(url, &ev, action.timeout, sign_secret.as_ref())
-                .await;
-            let first = super::FirstResult {
-                target_status: status,
-                ..Default::default()
-            };
-            (attempt, first)
-        }
-        ActionKind::Exec(a) => {
-            let (attempt, out) = exec::run_captured(a, &ev).await;
-            let first = super::FirstResult {
-                truncated: out.truncated,
-                output: out.output,
-                ..Default::default()
-            };
-            (attempt, first)
-        }
-    };
+    let (attempt, first) = attempt(&app, &route, &ev).await;
     // A request waiting for this event's first attempt gets its result;
     // later attempts are nobody's business but the queue's.
     if ev.attempts == 1 {
@@ -203,21 +282,38 @@ async fn deliver_one<C: Context>(
         route.breaker.cooldown,
         Instant::now(),
     );
+    let attempts = u32::try_from(ev.attempts.max(1)).unwrap_or(u32::MAX);
     let disposition = match attempt {
         Attempt::Ok => Disposition::Done,
         Attempt::Fail {
             error,
             permanent,
             retry_after,
-        } => backoff::after_failure(
-            &route.retry,
-            ev.attempts.max(1) as u32,
-            ev.received_at,
-            now,
-            retry_after,
-            permanent,
-            error,
-        ),
+        } => {
+            let retry = &route.retry;
+            let received = ev.received_at;
+            let fallback_error = error.clone();
+            // backoff is plain arithmetic and checked, but a bug there must
+            // still end in a recorded attempt, never a lost slot.
+            std::panic::catch_unwind(move || {
+                backoff::after_failure(
+                    retry,
+                    attempts,
+                    received,
+                    now,
+                    retry_after,
+                    permanent,
+                    error,
+                )
+            })
+            .unwrap_or_else(|p| Disposition::Retry {
+                at: now.checked_add(route.retry.max_delay).unwrap_or(now),
+                error: format!(
+                    "{fallback_error} (and computing the retry time panicked: {})",
+                    panic_message(&*p)
+                ),
+            })
+        }
     };
     let m = app.metrics();
     m.delivery_seconds.observe(elapsed.as_secs_f64());
@@ -265,6 +361,5 @@ async fn deliver_one<C: Context>(
             ev.id
         ),
     }
-    app.delivery().add_inflight(&route.hook_id, -1);
-    app.delivery().wake.notify_one();
+    drop(slot);
 }
