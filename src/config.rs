@@ -614,6 +614,12 @@ pub enum ActionConfig {
         /// Environment variables holding the path of a file with a value.
         #[serde(default)]
         files: std::collections::BTreeMap<String, ValueSpec>,
+        /// Names of the daemon's environment variables passed on when set.
+        /// Besides these, the command gets only `PATH`, `env`, `files` and
+        /// `WEBHOOK_*`: never the daemon's own environment (other hooks'
+        /// `env:` secrets, `CREDENTIALS_DIRECTORY`).
+        #[serde(default)]
+        pass_env: Vec<String>,
     },
 }
 
@@ -982,7 +988,21 @@ fn validate_action(a: &ActionConfig) -> Result<(), (&'static str, String)> {
                 ));
             }
         }
-        ActionConfig::Exec { command, shell, .. } => {
+        ActionConfig::Exec {
+            command,
+            shell,
+            pass_env,
+            ..
+        } => {
+            let bad_name = |n: &str| {
+                n.is_empty() || n.contains('=') || n.contains('\0') || n.starts_with("WEBHOOK_")
+            };
+            if let Some(n) = pass_env.iter().find(|n| bad_name(n)) {
+                return Err((
+                    "pass_env",
+                    format!("{n:?} is not a usable variable name (empty, contains '=' or NUL, or WEBHOOK_*, which webhookd sets)"),
+                ));
+            }
             if command.is_empty() || command[0].is_empty() {
                 return Err(("command", "must name a program".into()));
             }

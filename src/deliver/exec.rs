@@ -13,11 +13,20 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::Attempt;
 use crate::payload::values::ExecValues;
 use crate::payload::{Meta, RequestView};
 use crate::store::Claimed;
+
+/// The `PATH` a command gets unless its action's `env`/`pass_env` set one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long output is still collected after the command exited (a
+/// background job it started may hold the pipes open for much longer).
+pub const OUTPUT_GRACE: Duration = Duration::from_millis(250);
 
 /// A resolved exec action.
 #[derive(Debug, Clone)]
@@ -31,6 +40,18 @@ pub struct ExecAction {
     pub values: ExecValues,
     /// The hook's `payload_content_type`, to read the stored body as.
     pub payload_content_type: Option<String>,
+    /// `pass_env`: names of the daemon's variables passed on when set.
+    pub pass_env: Vec<String>,
+}
+
+/// Aborts a helper task when dropped, so no reader or feeder outlives the
+/// attempt (an abort at shutdown included).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Temporary files handed to the command (`files`), removed when dropped.
@@ -92,7 +113,12 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn read_limited(r: Option<impl AsyncRead + Unpin>, limit: usize) -> (Vec<u8>, bool) {
+/// Keep up to `limit` bytes of `r` until EOF or until `stop` fires.
+async fn read_limited(
+    r: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    mut stop: watch::Receiver<bool>,
+) -> (Vec<u8>, bool) {
     let Some(mut r) = r else {
         return (Vec::new(), false);
     };
@@ -100,13 +126,16 @@ async fn read_limited(r: Option<impl AsyncRead + Unpin>, limit: usize) -> (Vec<u
     let mut buf = [0u8; 4096];
     let mut truncated = false;
     loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = limit.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                truncated |= n > room;
-            }
+        tokio::select! {
+            n = r.read(&mut buf) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = limit.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                    truncated |= n > room;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => break,
         }
     }
     (kept, truncated)
@@ -168,6 +197,15 @@ pub async fn run_captured(a: &ExecAction, ev: &Claimed) -> (Attempt, Captured) {
         c
     };
     cmd.args(&values.args);
+    // The command's whole environment: PATH, `pass_env`, the action's `env`
+    // and `files`, then WEBHOOK_*. Nothing else of the daemon's (other
+    // hooks' `env:` secrets, CREDENTIALS_DIRECTORY, NOTIFY_SOCKET).
+    cmd.env_clear().env("PATH", DEFAULT_PATH);
+    for name in &a.pass_env {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
     for (k, v) in &values.env {
         cmd.env(k, v);
     }
@@ -201,20 +239,27 @@ pub async fn run_captured(a: &ExecAction, ev: &Claimed) -> (Attempt, Captured) {
     };
     let stdin = child.stdin.take();
     let body = ev.body.clone();
-    let feed = async move {
+    let _feed = AbortOnDrop(tokio::spawn(async move {
         if let Some(mut s) = stdin {
             // A command that does not read its input is fine: ignore EPIPE.
             let _ = s.write_all(&body).await;
             let _ = s.shutdown().await;
         }
-    };
-    let out = read_limited(child.stdout.take(), a.output_limit);
-    let err = read_limited(child.stderr.take(), a.output_limit);
-    let work = async {
-        let (_, out, err, status) = tokio::join!(feed, out, err, child.wait());
-        (out, err, status)
-    };
-    let (out, err, status) = match tokio::time::timeout(a.timeout, work).await {
+    }));
+    let (stop, stop_rx) = watch::channel(false);
+    let out = AbortOnDrop(tokio::spawn(read_limited(
+        child.stdout.take(),
+        a.output_limit,
+        stop_rx.clone(),
+    )));
+    let err = AbortOnDrop(tokio::spawn(read_limited(
+        child.stderr.take(),
+        a.output_limit,
+        stop_rx,
+    )));
+    // Done means exited: the exit status decides, not the pipes' EOF (a
+    // `job &` the command started may hold them for as long as it runs).
+    let status = match tokio::time::timeout(a.timeout, child.wait()).await {
         Ok(r) => r,
         Err(_) => {
             drop(guard); // kills the whole group
@@ -228,7 +273,23 @@ pub async fn run_captured(a: &ExecAction, ev: &Claimed) -> (Attempt, Captured) {
             );
         }
     };
+    // Exited: what it started is left alone, but its output is collected
+    // for OUTPUT_GRACE at most.
     guard.pgid = None;
+    let collect = async move {
+        let (mut out, mut err) = (out, err);
+        let o = (&mut out.0).await.unwrap_or_default();
+        let e = (&mut err.0).await.unwrap_or_default();
+        (o, e)
+    };
+    tokio::pin!(collect);
+    let (out, err) = match tokio::time::timeout(OUTPUT_GRACE, &mut collect).await {
+        Ok(v) => v,
+        Err(_) => {
+            let _ = stop.send(true);
+            collect.await
+        }
+    };
     if !out.0.is_empty() {
         log::info!(
             "exec hook={} id={} stdout: {}",
