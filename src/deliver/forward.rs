@@ -32,6 +32,10 @@ fn forwardable(name: &str) -> bool {
         || name.starts_with("stripe-")
 }
 
+/// Most bytes of a target's answer that are read; the rest is dropped with
+/// the connection.
+pub const RESPONSE_LIMIT: usize = 64 * 1024;
+
 pub struct Forwarder {
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -89,8 +93,19 @@ impl Forwarder {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            // Read (and drop) the body so the connection can be reused.
-            let _ = resp.into_body().collect().await;
+            // Read (and drop) a small answer so the connection can be
+            // reused; stop after RESPONSE_LIMIT bytes (the status decides,
+            // and a target streaming for ever must not hold the attempt).
+            let mut body = resp.into_body();
+            let mut read: usize = 0;
+            while read <= RESPONSE_LIMIT {
+                match body.frame().await {
+                    Some(Ok(f)) => {
+                        read = read.saturating_add(f.data_ref().map_or(0, |d| d.len()));
+                    }
+                    Some(Err(_)) | None => break,
+                }
+            }
             Ok::<_, hyper_util::client::legacy::Error>((status, retry_after))
         };
         match tokio::time::timeout(timeout, fut).await {
