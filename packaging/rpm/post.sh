@@ -7,9 +7,11 @@ if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
 fi
 if [ "$1" -eq 1 ]; then
-    # Enable the socket (works without a running systemd too) and start it.
+    # Enable the socket (works without a running systemd too; its Also=
+    # enables webhook-admin.socket, the loopback socket of /status and
+    # /metrics) and start both.
     systemctl enable webhook.socket >/dev/null 2>&1 || :
     if [ -d /run/systemd/system ]; then
-        systemctl start webhook.socket >/dev/null 2>&1 || :
+        systemctl start webhook.socket webhook-admin.socket >/dev/null 2>&1 || :
     fi
 fi

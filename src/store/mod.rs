@@ -528,18 +528,38 @@ pub fn from_micros(us: i64) -> SystemTime {
     }
 }
 
-/// Redact a database URL for messages: drop any password.
+/// Redact a database URL for messages: drop the password of the userinfo
+/// (`user:secret@host`) and the value of a `password=` parameter
+/// (`?password=secret`, which libpq and the postgres crate accept too).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    match rest.split_once('@') {
+    let (base, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    // The userinfo ends at the last '@' before the path.
+    let authority_end = base.find('/').unwrap_or(base.len());
+    let mut out = match base[..authority_end].rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}@{host}")
+            format!("{scheme}://{user}@{host}{}", &base[authority_end..])
         }
-        None => url.to_string(),
+        None => format!("{scheme}://{base}"),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=redacted"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -553,6 +573,15 @@ mod tests {
             "postgres://app@db:5432/x"
         );
         assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+        assert_eq!(
+            redact_url("postgres://app@db/x?sslmode=disable&password=s3cret&application_name=w"),
+            "postgres://app@db/x?sslmode=disable&password=redacted&application_name=w"
+        );
+        assert_eq!(
+            redact_url("postgresql://app:pw@db/x?PASSWORD=s3cret"),
+            "postgresql://app@db/x?PASSWORD=redacted"
+        );
+        assert_eq!(redact_url("postgres://a:b@c@db/x"), "postgres://a@db/x");
     }
 
     #[test]
