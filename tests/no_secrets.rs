@@ -50,7 +50,9 @@ fn needles() -> Vec<String> {
             v.push(b.trim_end_matches('=').to_string());
         }
     }
+    // The forward action's re-signing key: whsec_ + base64 of this.
     v.push("forward-SIGN-SECRET-0c7e5a".into());
+    v.push("Zm9yd2FyZC1TSUdOLVNFQ1JFVC0wYzdlNWE".into());
     v
 }
 
@@ -84,7 +86,11 @@ target = "stderr"
         ));
     }
     // A forward action that re-signs (a secret of its own) to a closed port.
-    let sign = env.write("forward.secret", "forward-SIGN-SECRET-0c7e5a");
+    // A Standard Webhooks secret, as the target's verifier decodes it.
+    let sign = env.write(
+        "forward.secret",
+        "whsec_Zm9yd2FyZC1TSUdOLVNFQ1JFVC0wYzdlNWE=",
+    );
     c.push_str(&format!(
         "[hooks.action]\ntype = \"forward\"\nurl = \"http://127.0.0.1:9/x\"\nsign_secret = \"file:{}\"\n[hooks.retry]\nmax_attempts = 2\ninitial_delay = \"100ms\"\n",
         sign.display()
