@@ -174,7 +174,7 @@ pub struct App {
     last_reload: Mutex<Option<(SystemTime, Option<String>)>>,
     pub tunnel_url: Mutex<Option<String>>,
     /// Hook requests in flight, against `server.max_in_flight`.
-    pub in_flight: crate::rules::InFlight,
+    pub slots: crate::rules::Slots,
     pub delivery: DeliveryState,
 }
 
@@ -197,7 +197,7 @@ impl App {
             draining: AtomicBool::new(false),
             last_reload: Mutex::new(None),
             tunnel_url: Mutex::new(None),
-            in_flight: Default::default(),
+            slots: Default::default(),
             delivery: DeliveryState::default(),
         }
     }

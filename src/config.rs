@@ -217,9 +217,96 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Hook requests handled at once; more are answered 503 + Retry-After.
     pub max_in_flight: usize,
-    /// Peers (CIDRs, or "unix" for the Unix socket) whose `CF-Connecting-IP`
-    /// / `X-Forwarded-For` headers are believed for `allow_ips`.
-    pub trusted_proxies: Vec<String>,
+    /// A request body must have arrived this long after its head; later, 408.
+    #[serde(deserialize_with = "de_duration")]
+    pub body_timeout: Duration,
+    /// Peers whose forwarding header is believed for `allow_ips`, each with
+    /// the one header it sets: `{ from = "127.0.0.1", header = "X-Forwarded-For" }`.
+    pub trusted_proxies: Vec<TrustedProxy>,
+}
+
+/// The header a trusted proxy writes the client's address into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardHeader {
+    /// nginx, ngrok, most load balancers: a list, the proxy appends.
+    XForwardedFor,
+    /// Cloudflare's edge (so cloudflared): one address, set by the edge.
+    CfConnectingIp,
+    /// nginx's `proxy_set_header X-Real-IP`: one address.
+    XRealIp,
+}
+
+impl ForwardHeader {
+    pub const NAMES: [&'static str; 3] = ["X-Forwarded-For", "CF-Connecting-IP", "X-Real-IP"];
+
+    pub fn parse(s: &str) -> Option<ForwardHeader> {
+        match s.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Some(ForwardHeader::XForwardedFor),
+            "cf-connecting-ip" => Some(ForwardHeader::CfConnectingIp),
+            "x-real-ip" => Some(ForwardHeader::XRealIp),
+            _ => None,
+        }
+    }
+
+    /// The lower-case header name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardHeader::XForwardedFor => "x-forwarded-for",
+            ForwardHeader::CfConnectingIp => "cf-connecting-ip",
+            ForwardHeader::XRealIp => "x-real-ip",
+        }
+    }
+}
+
+/// One `server.trusted_proxies` entry: a peer (CIDR, address, or "unix")
+/// and the one header it sets. Never several headers, never a default: a
+/// proxy that does not set CF-Connecting-IP passes on whatever the client
+/// wrote there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedProxy {
+    pub from: String,
+    pub header: ForwardHeader,
+}
+
+impl<'de> Deserialize<'de> for TrustedProxy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TrustedProxy;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table { from = \"127.0.0.1\", header = \"X-Forwarded-For\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TrustedProxy, E> {
+                Err(E::custom(format!(
+                    "{v:?} does not say which header this proxy sets; write {{ from = {v:?}, header = \"X-Forwarded-For\" }} (nginx, ngrok) or header = \"CF-Connecting-IP\" (cloudflared)"
+                )))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<TrustedProxy, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Raw {
+                    from: String,
+                    header: String,
+                }
+                let r = Raw::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                let header = ForwardHeader::parse(&r.header).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "header: expected one of {:?}, got {:?}",
+                        ForwardHeader::NAMES,
+                        r.header
+                    ))
+                })?;
+                Ok(TrustedProxy {
+                    from: r.from,
+                    header,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for ServerConfig {
@@ -234,6 +321,7 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_header_bytes: 64 * 1024,
             max_in_flight: 1024,
+            body_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
         }
     }
@@ -400,6 +488,13 @@ pub struct HookConfig {
     /// Requests allowed in a burst (default: one second's worth, at least 1).
     #[serde(default)]
     pub rate_burst: Option<u32>,
+    /// Requests that fail verification have a bucket of their own, so an
+    /// unsigned flood never takes from `rate_limit` (default "60/min").
+    #[serde(default)]
+    pub unverified_rate_limit: Option<String>,
+    /// Burst of that bucket (default 30).
+    #[serde(default)]
+    pub unverified_rate_burst: Option<u32>,
     /// Client addresses (CIDRs or single IPs) allowed to call this hook.
     #[serde(default)]
     pub allow_ips: Option<Vec<String>>,
@@ -1139,15 +1234,22 @@ impl Config {
                 "must be at least 8192 (hyper's minimum read buffer)".into(),
             ));
         }
+        if self.server.body_timeout.is_zero() {
+            return Err(invalid(
+                "server.body_timeout".into(),
+                "must be more than 0".into(),
+            ));
+        }
         if self.server.max_in_flight == 0 {
             return Err(invalid(
                 "server.max_in_flight".into(),
                 "must be at least 1".into(),
             ));
         }
-        for (i, s) in self.server.trusted_proxies.iter().enumerate() {
-            if s != "unix" {
-                parse_net(s).map_err(|m| invalid(format!("server.trusted_proxies[{i}]"), m))?;
+        for (i, t) in self.server.trusted_proxies.iter().enumerate() {
+            if t.from != "unix" {
+                parse_net(&t.from)
+                    .map_err(|m| invalid(format!("server.trusted_proxies[{i}].from"), m))?;
             }
         }
         if let Some(a) = &self.server.admin_listen {

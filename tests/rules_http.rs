@@ -220,32 +220,25 @@ fn in_flight_cap_answers_503_with_retry_after() {
     let url = env.sqlite_url();
     let addr = format!("127.0.0.1:{}", free_port());
     let cfg = base(&addr, &url, "max_in_flight = 1") + &hook(&env, "gh", "github", SECRET, "");
-    let d = Daemon::start(&env, &cfg, &[]);
-    // A request whose body is still arriving holds the only slot.
-    let body = b"{\"slow\":true}";
-    let mut slow = TcpStream::connect(&addr).unwrap();
-    let mut head = format!(
-        "POST /hooks/gh HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
+    // A request waiting for the store holds the only slot (a request still
+    // reading its body would be evicted for the newcomer: tests/slow_clients.rs).
+    let wedge = env.path("wedge");
+    std::fs::write(&wedge, "").unwrap();
+    let d = Daemon::start(
+        &env,
+        &cfg,
+        &[("WEBHOOKD_TEST_WEDGE_FILE", wedge.display().to_string())],
     );
-    for (k, v) in github_headers("slow-1", body, SECRET) {
-        head += &format!("{k}: {v}\r\n");
-    }
-    head += "\r\n";
-    slow.write_all(head.as_bytes()).unwrap();
-    slow.write_all(&body[..3]).unwrap();
-    // Let the daemon take the slow request's headers first (otherwise the
-    // fast one could hold the slot and the slow one be refused).
+    let a = addr.clone();
+    let held = std::thread::spawn(move || post_signed(&a, "gh", "held-1", b"{}", SECRET));
     std::thread::sleep(Duration::from_millis(1000));
     let r = d.post("gh", "fast-1", b"{}");
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(r.text().contains("in flight"), "{}", r.text());
-    // The slow one finishes and is stored; the slot is free again.
-    slow.write_all(&body[3..]).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let r = read_response(&mut slow).unwrap();
+    // The held one is stored once the store answers; the slot is free again.
+    std::fs::remove_file(&wedge).unwrap();
+    let r = held.join().unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(d.post("gh", "fast-2", b"{}").status, 202);
     assert_eq!(count_rows(&url, Some("fast-1")), 0);
@@ -296,7 +289,7 @@ fn ip_allowlist_and_trusted_proxies() {
     let cfg = base(
         &addr,
         &env2.sqlite_url(),
-        "trusted_proxies = [\"127.0.0.1\"]",
+        "trusted_proxies = [{ from = \"127.0.0.1\", header = \"X-Forwarded-For\" }]",
     ) + &hooks(&env2);
     let _d = Daemon::start(&env2, &cfg, &[]);
     assert_eq!(
@@ -314,12 +307,12 @@ fn ip_allowlist_and_trusted_proxies() {
         .status,
         403
     );
-    let mut h = github_headers("t-3", b"{}", SECRET);
-    h.push(("CF-Connecting-IP".into(), "2001:db8::42".into()));
+    // (Which header each proxy sets, and that no other is believed:
+    // tests/client_trust.rs.)
     assert_eq!(
-        post(&addr, "remote", &h, b"{}").status,
+        post(&addr, "remote", &xff("2001:db8::42", "t-3"), b"{}").status,
         202,
-        "IPv6 client via Cloudflare"
+        "IPv6 client"
     );
     // Through the proxy, the local hook sees the real client, not 127.0.0.1.
     assert_eq!(

@@ -2,16 +2,17 @@
 //!
 //! The contract: 2xx only once the event is durable; 202 new,
 //! 200 duplicate, 401 bad signature, 404 unknown hook, 405 wrong method,
-//! 413 too large, 503 + Retry-After when overloaded or the store is down,
-//! always quickly. Error bodies are `{"error": "..."}` and never contain a
-//! secret.
+//! 408 body not received in time (or evicted as the slowest reader while
+//! every slot is taken), 413 too large, 429 over a rate limit, 503 +
+//! Retry-After when overloaded or the store is down, always quickly. Error
+//! bodies are `{"error": "..."}` and never contain a secret.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -22,7 +23,7 @@ use super::listen::Role;
 use crate::app::{App, Hook};
 use crate::config::ResponseConfig;
 use crate::payload::{Meta, RequestView};
-use crate::rules::{self, Refusal};
+use crate::rules::{self, Refusal, SlotGuard};
 use crate::store::writer::SubmitError;
 use crate::store::{EventState, Headers, NewEvent, Outcome, StoreError};
 use crate::verify::Verified;
@@ -108,6 +109,8 @@ struct Answer {
     /// refusal (a command's 500): the status does not go into the refusal
     /// counters, and the log line stays at info.
     counted: bool,
+    /// Logged at debug only (refusals of a flood must not flood the journal).
+    quiet: bool,
 }
 
 /// A raw response body with its content type and extra headers.
@@ -174,6 +177,7 @@ impl Answer {
             detail: format!("error={message:?}"),
             custom: None,
             counted: true,
+            quiet: false,
         }
     }
 
@@ -191,8 +195,12 @@ async fn hook(
 ) -> Response<Body> {
     let started = Instant::now();
     let live = app.live();
-    // The global cap comes first: an overloaded daemon answers at once.
-    let Some(_in_flight) = app.in_flight.try_enter(live.config.server.max_in_flight) else {
+    let body_deadline = tokio::time::Instant::now()
+        .checked_add(live.config.server.body_timeout)
+        .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(86_400));
+    // The global cap comes first: an overloaded daemon answers at once
+    // (after evicting the slowest body reader, if there is one).
+    let Some(slot) = app.slots.enter(live.config.server.max_in_flight).await else {
         app.metrics.reject("overloaded");
         log::warn!(
             "status=503 peer={} error=\"more than server.max_in_flight={} requests in flight\"",
@@ -216,7 +224,8 @@ async fn hook(
         return error(StatusCode::NOT_FOUND, "unknown hook");
     };
     drop(live);
-    let answer = process(app, &hook, peer, req).await;
+    let answer = process(app, &hook, peer, req, body_deadline, &slot).await;
+    drop(slot);
     let c = &hook.counters;
     match answer.status.as_u16() {
         _ if !answer.counted => {}
@@ -257,6 +266,7 @@ async fn hook(
         answer.detail,
     );
     match answer.status.as_u16() {
+        _ if answer.quiet => log::debug!("{line}"),
         _ if !answer.counted => log::info!("{line}"),
         200..=299 => log::info!("{line}"),
         500..=599 => log::error!("{line}"),
@@ -274,6 +284,11 @@ async fn hook(
         }
         None => json_response(answer.status, &answer.body),
     };
+    if answer.status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body is not read: close rather than resync.
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(s) = answer.retry_after {
         resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
     }
@@ -286,6 +301,8 @@ async fn process(
     hook: &Hook,
     peer: Option<SocketAddr>,
     req: Request<Incoming>,
+    body_deadline: tokio::time::Instant,
+    slot: &SlotGuard<'_>,
 ) -> Answer {
     let started = Instant::now();
     if let Err(refused) = admit(app, hook, peer, req.headers()) {
@@ -293,10 +310,11 @@ async fn process(
     }
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("");
-    let (body, verified) = match read_and_verify(hook, &parts.headers, query, body).await {
-        Ok(v) => v,
-        Err(refused) => return refused,
-    };
+    let (body, verified) =
+        match read_and_verify(hook, &parts.headers, query, body, body_deadline, slot).await {
+            Ok(v) => v,
+            Err(refused) => return refused,
+        };
     // The event type is the sender's text (a header, or the body for some
     // schemes): stored and logged, so bounded and without control
     // characters. The body keeps every byte.
@@ -329,6 +347,7 @@ async fn process(
                 custom: None,
                 // Counted as ignored above, whatever status the hook answers it with.
                 counted: false,
+                quiet: false,
             }
             .shaped(hook.response.ignored.as_ref());
         }
@@ -475,12 +494,15 @@ fn after_action(
             headers,
         })),
         counted: false,
+        quiet: false,
         ..stored
     }
 }
 
-/// Allowlist and rate limit, before the body is read or anything verified;
-/// then whether the hook can verify at all.
+/// The allowlist, before the body is read or anything verified; then
+/// whether the hook can verify at all. The rate limits come after
+/// verification (see read_and_verify): an unsigned flood must not cost the
+/// genuine sender its tokens (GitHub does not retry a 429).
 fn admit(
     app: &App,
     hook: &Hook,
@@ -488,7 +510,7 @@ fn admit(
     headers: &HeaderMap,
 ) -> Result<(), Answer> {
     let client = rules::client_ip(peer, headers, &app.live().proxies);
-    match hook.rules.check(client, Instant::now()) {
+    match hook.rules.check_allowed(client) {
         Ok(()) => {}
         Err(Refusal::Forbidden(ip)) => {
             let mut a = Answer::fail(
@@ -500,11 +522,6 @@ fn admit(
                 .unwrap_or_else(|| "unknown".into());
             a.detail = format!("client={shown} {}", a.detail);
             return Err(a);
-        }
-        Err(Refusal::RateLimited(secs)) => {
-            return Err(
-                Answer::fail(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded").retry(secs),
-            )
         }
     }
     if let Some(p) = &hook.problem {
@@ -586,24 +603,40 @@ fn handshake(hook: &Hook, view: &RequestView<'_>, event: &str, key: &str) -> Opt
             headers: Vec::new(),
         })),
         counted: true,
+        quiet: false,
     })
 }
 
-/// Read the body within the hook's limit and check its signature.
+/// Read the body within the hook's limit and `server.body_timeout`, check
+/// its signature, then take a token: a verified request from `rate_limit`,
+/// a refused one from the hook's unverified bucket (bounded separately).
 async fn read_and_verify(
     hook: &Hook,
     headers: &HeaderMap,
     query: &str,
     body: Incoming,
+    body_deadline: tokio::time::Instant,
+    slot: &SlotGuard<'_>,
 ) -> Result<(Bytes, Verified), Answer> {
     let content_length = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = match read_body(body, content_length, hook.body_limit).await {
+    let body = match read_body(
+        body,
+        content_length,
+        hook.body_limit,
+        body_deadline,
+        Some(slot),
+    )
+    .await
+    {
         Ok(b) => b,
         Err(e @ BodyError::TooLarge(_)) => {
             return Err(Answer::fail(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))
+        }
+        Err(e @ (BodyError::TimedOut | BodyError::Evicted)) => {
+            return Err(Answer::fail(StatusCode::REQUEST_TIMEOUT, e.to_string()))
         }
         Err(e) => return Err(Answer::fail(StatusCode::BAD_REQUEST, e.to_string())),
     };
@@ -611,8 +644,26 @@ async fn read_and_verify(
         .scheme
         .verify_request(headers, query, &body, &hook.secrets, SystemTime::now())
     {
-        Ok(v) => Ok((body, v)),
-        Err(e) => Err(Answer::fail(StatusCode::UNAUTHORIZED, e.to_string())),
+        Ok(v) => match hook.rules.take_verified(Instant::now()) {
+            Ok(()) => Ok((body, v)),
+            Err(secs) => {
+                Err(Answer::fail(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded").retry(secs))
+            }
+        },
+        Err(e) => match hook.rules.take_unverified(Instant::now()) {
+            Ok(()) => Err(Answer::fail(StatusCode::UNAUTHORIZED, e.to_string())),
+            Err(_) => {
+                // Bounded separately; the genuine sender's bucket is untouched.
+                let mut a = Answer::fail(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many requests that fail verification",
+                )
+                .retry(60);
+                a.detail = format!("error=\"{e}\" unverified-rate-limited");
+                a.quiet = true;
+                Err(a)
+            }
+        },
     }
 }
 
@@ -640,6 +691,7 @@ fn accept(
                 detail: format!("{key} slack-url-verification"),
                 custom: None,
                 counted: true,
+                quiet: false,
             });
         }
     }
@@ -670,6 +722,7 @@ fn accept(
                 detail: format!("{key} ignored=event-filter"),
                 custom: None,
                 counted: false,
+                quiet: false,
             }
             .shaped(hook.response.ignored.as_ref()));
         }
@@ -717,6 +770,7 @@ async fn store(app: &App, hook: &Hook, new: NewEvent, key: &str) -> Answer {
                 detail,
                 custom: None,
                 counted: true,
+                quiet: false,
             }
             .shaped(hook.response.duplicate.as_ref())
         }
@@ -772,6 +826,7 @@ fn accepted(app: &App, hook: &Hook, key: &str, id: String, spooled: bool) -> Ans
         detail,
         custom: None,
         counted: true,
+        quiet: false,
     }
     .shaped(hook.response.accepted.as_ref())
 }

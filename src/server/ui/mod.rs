@@ -205,8 +205,15 @@ async fn replay(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let body = match super::body::read_body(req.into_body(), len, FORM_LIMIT).await {
+    let deadline = tokio::time::Instant::now()
+        .checked_add(app.live().config.server.body_timeout)
+        .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(86_400));
+    let body = match super::body::read_body(req.into_body(), len, FORM_LIMIT, deadline, None).await
+    {
         Ok(b) => b,
+        Err(e @ super::body::BodyError::TimedOut) => {
+            return secure(error_page(StatusCode::REQUEST_TIMEOUT, &e.to_string()))
+        }
         Err(e) => return secure(error_page(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())),
     };
     let mut token = None;
