@@ -335,7 +335,9 @@ fn parse_dead_letters(words: &[&str], f: Flags) -> Result<Command, CliError> {
 /// `2h` (that long ago) or an RFC 3339 time.
 fn parse_time(s: &str) -> Result<SystemTime, CliError> {
     if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(SystemTime::now() - d);
+        return SystemTime::now()
+            .checked_sub(d)
+            .ok_or_else(|| usage(format!("{s:?} ago is before the start of time")));
     }
     humantime::parse_rfc3339_weak(s).map_err(|_| {
         usage(format!(

@@ -249,7 +249,10 @@ async fn serve(
     };
 
     // Drain: stop accepting, let in-flight requests finish, flush the writer.
-    let deadline = Instant::now() + drain_timeout;
+    // Checked: a drain_timeout past the end of time means a day here.
+    let deadline = Instant::now()
+        .checked_add(drain_timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
     migrate_stop.store(true, Ordering::Release);
     app.draining.store(true, Ordering::Release);
     notify::stopping("draining in-flight requests");
@@ -258,7 +261,10 @@ async fn serve(
     let in_flight_done = server.shutdown(deadline).await;
     retention_task.abort();
     tunnel_task.abort();
-    let _ = tokio::time::timeout_at((deadline + Duration::from_secs(2)).into(), deliver_task).await;
+    let grace = deadline
+        .checked_add(Duration::from_secs(2))
+        .unwrap_or(deadline);
+    let _ = tokio::time::timeout_at(grace.into(), deliver_task).await;
     let w = writer.clone();
     let flushed = tokio::task::spawn_blocking(move || w.close(deadline))
         .await
@@ -389,7 +395,12 @@ async fn retention_loop(app: Arc<App>) {
         let now = std::time::SystemTime::now();
         let ago = |days: f64| {
             (days > 0.0 && days.is_finite())
-                .then(|| now.checked_sub(Duration::from_secs_f64(days * 86_400.0)))
+                .then(|| {
+                    // try_: `days = 1e300` must not panic; it keeps everything.
+                    Duration::try_from_secs_f64(days * 86_400.0)
+                        .ok()
+                        .and_then(|d| now.checked_sub(d))
+                })
                 .flatten()
         };
         let (done_before, dead_before) = (ago(r.days), ago(r.dead_days));
