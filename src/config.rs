@@ -1374,6 +1374,42 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_name_their_header() {
+        let c = parse(
+            "[server]\ntrusted_proxies = [{ from = \"127.0.0.1\", header = \"cf-connecting-ip\" }, { from = \"unix\", header = \"X-Forwarded-For\" }]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.trusted_proxies[0].header,
+            ForwardHeader::CfConnectingIp
+        );
+        assert_eq!(c.server.trusted_proxies[1].from, "unix");
+        assert_eq!(c.server.body_timeout, Duration::from_secs(10));
+        let e = parse("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("trusted_proxies") && e.contains("header = \"X-Forwarded-For\""),
+            "{e}"
+        );
+        let e = parse(
+            "[server]\ntrusted_proxies = [{ from = \"127.0.0.1\", header = \"Forwarded\" }]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("CF-Connecting-IP"), "{e}");
+        let e =
+            parse("[server]\ntrusted_proxies = [{ from = \"nope\", header = \"X-Real-IP\" }]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("trusted_proxies[0].from"), "{e}");
+        let e = parse("[server]\nbody_timeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("body_timeout"), "{e}");
+    }
+
+    #[test]
     fn errors_name_file_and_key() {
         let e = parse("[server]\ndrain_timeout = \"ten\"\n")
             .unwrap_err()

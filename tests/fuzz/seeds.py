@@ -50,7 +50,9 @@ put("config", """[server]
 listen = "127.0.0.1:9000"
 max_in_flight = 64
 max_header_bytes = 16384
-trusted_proxies = ["127.0.0.1", "::1", "unix", "10.0.0.0/8"]
+trusted_proxies = [{ from = "127.0.0.1", header = "CF-Connecting-IP" }, { from = "::1", header = "X-Forwarded-For" },
+                   { from = "unix", header = "X-Real-IP" }, { from = "10.0.0.0/8", header = "X-Forwarded-For" }]
+body_timeout = "10s"
 [store]
 url = "sqlite:///var/lib/webhookd/events.db"
 [[hooks]]
@@ -61,14 +63,16 @@ events = ["push", "ping"]
 body_limit = 1048576
 rate_limit = "600/min"
 rate_burst = 20
+unverified_rate_limit = "60/min"
+unverified_rate_burst = 30
 allow_ips = ["192.30.252.0/22", "2a0a:a440::/29", "140.82.112.0/20"]
 """)
 
 for peer, proxies, headers in [
-    ("127.0.0.1:4000", "127.0.0.1", ["X-Forwarded-For: 203.0.113.9, 198.51.100.4"]),
-    ("[::ffff:127.0.0.1]:4000", "127.0.0.0/8,::1", ["CF-Connecting-IP: 2001:db8::1"]),
-    ("10.0.0.2:80", "10.0.0.0/8", ["X-Forwarded-For: [2001:db8::2]:80", "X-Forwarded-For: 10.0.0.9, junk"]),
-    (None, "unix", ["X-Forwarded-For: 192.0.2.1:5555"]),
+    ("127.0.0.1:4000", "127.0.0.1 X-Forwarded-For", ["X-Forwarded-For: 203.0.113.9, 198.51.100.4"]),
+    ("[::ffff:127.0.0.1]:4000", "127.0.0.0/8 CF-Connecting-IP,::1", ["CF-Connecting-IP: 2001:db8::1"]),
+    ("10.0.0.2:80", "10.0.0.0/8 X-Forwarded-For", ["X-Forwarded-For: [2001:db8::2]:80", "X-Forwarded-For: 10.0.0.9, junk"]),
+    (None, "unix X-Real-IP", ["X-Real-IP: 192.0.2.1:5555", "CF-Connecting-IP: 192.0.2.9"]),
 ]:
     lines = ([f"x-fuzz-opt-peer: {peer}"] if peer else []) + [f"x-fuzz-opt-proxies: {proxies}"] + headers
     put("client_ip", "\n".join(lines) + "\n\n")

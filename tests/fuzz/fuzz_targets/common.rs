@@ -163,17 +163,37 @@ pub fn config(data: &[u8]) {
 pub fn client_ip(data: &[u8]) {
     let inp = split(data);
     // Options: x-fuzz-opt-peer (socket address, or absent for a Unix peer)
-    // and x-fuzz-opt-proxies (comma-separated trusted_proxies entries).
+    // and x-fuzz-opt-proxies (comma-separated trusted_proxies entries, each
+    // "FROM [HEADER]"; without a header, entry i gets the i-th of the three).
     let peer = inp
         .options
         .get("peer")
         .and_then(|v| v.as_str())
         .and_then(|s| s.parse::<std::net::SocketAddr>().ok());
-    let list: Vec<String> = inp
+    use webhookd::config::{ForwardHeader, TrustedProxy};
+    let all = [
+        ForwardHeader::XForwardedFor,
+        ForwardHeader::CfConnectingIp,
+        ForwardHeader::XRealIp,
+    ];
+    let list: Vec<TrustedProxy> = inp
         .options
         .get("proxies")
         .and_then(|v| v.as_str())
-        .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
+        .map(|s| {
+            s.split(',')
+                .enumerate()
+                .map(|(i, p)| {
+                    let mut it = p.split_whitespace();
+                    let from = it.next().unwrap_or("").to_string();
+                    let header = it
+                        .next()
+                        .and_then(ForwardHeader::parse)
+                        .unwrap_or(all[i % all.len()]);
+                    TrustedProxy { from, header }
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let Ok(proxies) = limits::Proxies::parse(&list) else {
         return;
