@@ -45,8 +45,8 @@ pub struct Proxies {
 }
 
 impl Proxies {
-    /// Parse `server.trusted_proxies`; the error has the index of the bad
-    /// entry. The first entry that contains a peer decides its header.
+    /// Parse `server.trusted_proxies`; the error names the bad entry. The
+    /// first entry that contains a peer decides its header.
     pub fn parse(list: &[TrustedProxy]) -> Result<Proxies, RuleError> {
         let mut p = Proxies::default();
         for (i, t) in list.iter().enumerate() {
