@@ -50,8 +50,9 @@ OPTIONS:
 EXIT CODES:
     0 ok, 1 not found, 64 usage, 66 cannot read the input (import-hooks),
     69 store unavailable, 70 internal error, 71 cannot listen (address in use,
-    bad inherited socket), 74 I/O error, 78 configuration error (or, for
-    import-hooks, something not convertible)
+    bad inherited socket), 74 I/O error, 75 the spool file is locked by another
+    process, 78 configuration error (a spool holding another database's events
+    included; for import-hooks, something not convertible)
 ";
 
 /// A parsed command line.
