@@ -19,6 +19,7 @@ pub mod server;
 pub mod signals;
 pub mod store;
 pub mod systemd;
+pub mod tls;
 pub mod tunnel;
 pub mod verify;
 
