@@ -52,6 +52,8 @@ pub struct Live {
     pub loaded_at: SystemTime,
     /// `server.trusted_proxies`, parsed.
     pub proxies: crate::rules::Proxies,
+    /// `[server.tls]`'s certificate pair, loaded and checked.
+    pub server_tls: Option<Arc<crate::tls::server::Loaded>>,
 }
 
 impl Live {
@@ -60,6 +62,15 @@ impl Live {
     /// kept but marked unusable (startup: the daemon still starts, says what
     /// is missing, and serves the other hooks).
     pub fn build(config: Config, metrics: &Metrics, strict: bool) -> Result<Live, Invalid> {
+        // A listener configured for TLS cannot serve without its pair, at
+        // start or on reload: always fatal.
+        let server_tls = match &config.server.tls {
+            Some(t) => Some(Arc::new(
+                crate::tls::server::Loaded::load(&t.into())
+                    .map_err(|e| Invalid::new("server.tls", e.to_string()))?,
+            )),
+            None => None,
+        };
         let mut hooks = HashMap::with_capacity(config.hooks.len());
         for h in &config.hooks {
             let (scheme, rules) = crate::check::hook_parts(h).map_err(|e| e.in_hook(&h.id))?;
@@ -153,6 +164,7 @@ impl Live {
         let proxies = crate::rules::Proxies::parse(&config.server.trusted_proxies)
             .map_err(|e| Invalid::new(e.key, e.message))?;
         Ok(Live {
+            server_tls,
             proxies,
             config,
             hooks,
@@ -176,6 +188,8 @@ pub struct App {
     /// Hook requests in flight, against `server.max_in_flight`.
     pub slots: crate::rules::Slots,
     pub delivery: DeliveryState,
+    /// The HTTPS listener's state when `[server.tls]` was set at start.
+    pub tls: Option<Arc<crate::tls::server::ServerTls>>,
 }
 
 impl App {
@@ -199,6 +213,7 @@ impl App {
             tunnel_url: Mutex::new(None),
             slots: Default::default(),
             delivery: DeliveryState::default(),
+            tls: None,
         }
     }
 

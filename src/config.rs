@@ -223,6 +223,27 @@ pub struct ServerConfig {
     /// Peers whose forwarding header is believed for `allow_ips`, each with
     /// the one header it sets: `{ from = "127.0.0.1", header = "X-Forwarded-For" }`.
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// `[server.tls]`: serve HTTPS on the web socket.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// `[server.tls]`: the certificate chain and key of the HTTPS listener, as
+/// references (`file:` for certbot's files, `credential:` for a key loaded
+/// with `LoadCredential=`). Re-read on reload.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM chain: the server's certificate first, then intermediates.
+    pub cert: SecretRef,
+    /// PEM private key (PKCS#8, RSA or EC), unencrypted.
+    pub key: SecretRef,
+    /// Warn in the log and /status when the certificate expires this soon.
+    #[serde(default = "default_expiry_warning", deserialize_with = "de_duration")]
+    pub expiry_warning: Duration,
+}
+
+fn default_expiry_warning() -> Duration {
+    Duration::from_secs(14 * 86_400)
 }
 
 /// The header a trusted proxy writes the client's address into.
@@ -323,6 +344,7 @@ impl Default for ServerConfig {
             max_in_flight: 1024,
             body_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -686,6 +708,22 @@ pub enum ActionConfig {
         sign_secret: Option<SecretRef>,
         #[serde(default = "default_forward_concurrency")]
         concurrency: usize,
+        /// https:// only: trust this PEM CA bundle instead of the system store.
+        #[serde(default)]
+        tls_ca: Option<SecretRef>,
+        /// https:// only: client certificate chain and key (mTLS).
+        #[serde(default)]
+        tls_client_cert: Option<SecretRef>,
+        #[serde(default)]
+        tls_client_key: Option<SecretRef>,
+        /// Extra request headers; each value is a secret reference
+        /// (`Authorization = "env:CI_TOKEN"`), never logged or stored.
+        #[serde(default)]
+        headers: std::collections::BTreeMap<String, SecretRef>,
+        /// Connections (requests at once) to this target's origin, shared
+        /// by every hook that forwards there.
+        #[serde(default = "default_forward_connections")]
+        max_connections: usize,
     },
     Exec {
         /// Program and arguments (no shell), or with `shell = true` one string
@@ -726,6 +764,9 @@ fn default_exec_timeout() -> Duration {
 }
 fn default_forward_concurrency() -> usize {
     8
+}
+fn default_forward_connections() -> usize {
+    16
 }
 fn default_exec_concurrency() -> usize {
     1
@@ -1072,15 +1113,77 @@ fn validate_action(a: &ActionConfig) -> Result<(), (&'static str, String)> {
         return Err(("timeout", "must be more than 0".into()));
     }
     match a {
-        ActionConfig::Forward { url, .. } => {
+        ActionConfig::Forward {
+            url,
+            tls_ca,
+            tls_client_cert,
+            tls_client_key,
+            headers,
+            max_connections,
+            ..
+        } => {
             let uri: http::Uri = url
                 .parse()
                 .map_err(|_| ("url", format!("not a valid URL: {url:?}")))?;
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            let https = match uri.scheme_str() {
+                Some("https") => true,
+                Some("http") => false,
+                _ => {
+                    return Err((
+                        "url",
+                        format!("expected an http:// or https://host[:port]/path URL, got {url:?}"),
+                    ))
+                }
+            };
+            if uri.host().is_none() {
+                return Err(("url", format!("the URL has no host: {url:?}")));
+            }
+            if !https {
+                for (key, set) in [
+                    ("tls_ca", tls_ca.is_some()),
+                    ("tls_client_cert", tls_client_cert.is_some()),
+                    ("tls_client_key", tls_client_key.is_some()),
+                ] {
+                    if set {
+                        return Err((
+                            key,
+                            format!("applies to https:// URLs only, and url is {url:?}"),
+                        ));
+                    }
+                }
+            }
+            if tls_client_cert.is_some() != tls_client_key.is_some() {
                 return Err((
-                    "url",
-                    format!("expected an http://host[:port]/path URL, got {url:?} (https targets: put a local TLS proxy in front)"),
+                    if tls_client_cert.is_some() {
+                        "tls_client_key"
+                    } else {
+                        "tls_client_cert"
+                    },
+                    "tls_client_cert and tls_client_key go together: give both or neither".into(),
                 ));
+            }
+            if *max_connections == 0 {
+                return Err(("max_connections", "must be at least 1".into()));
+            }
+            for name in headers.keys() {
+                let n = http::HeaderName::try_from(name.as_str())
+                    .map_err(|_| ("headers", format!("{name:?} is not a valid header name")))?;
+                let reserved = matches!(
+                    n.as_str(),
+                    "host"
+                        | "content-length"
+                        | "transfer-encoding"
+                        | "connection"
+                        | "te"
+                        | "upgrade"
+                ) || n.as_str().starts_with("webhookd-")
+                    || n.as_str().starts_with("webhook-");
+                if reserved {
+                    return Err((
+                        "headers",
+                        format!("{name:?} is set by webhookd and cannot be configured"),
+                    ));
+                }
             }
         }
         ActionConfig::Exec {
@@ -1116,6 +1219,19 @@ fn validate_action(a: &ActionConfig) -> Result<(), (&'static str, String)> {
         }
     }
     Ok(())
+}
+
+/// `scheme://authority` of a forward URL: the circuit breaker's and the
+/// connection limit's key.
+pub fn forward_origin(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(u) => format!(
+            "{}://{}",
+            u.scheme_str().unwrap_or("http"),
+            u.authority().map(|a| a.as_str()).unwrap_or("")
+        ),
+        Err(_) => url.to_string(),
+    }
 }
 
 /// Say where a TOML error is (line and key) without quoting the line: the
@@ -1256,6 +1372,7 @@ impl Config {
             parse_listen(a).map_err(|e| invalid("server.admin_listen".into(), e.to_string()))?;
         }
         let mut seen = HashSet::new();
+        let mut targets: std::collections::HashMap<String, (usize, usize)> = Default::default();
         for (i, h) in self.hooks.iter().enumerate() {
             let key = |k: &str| format!("hooks[{i}].{k}");
             if h.id.is_empty()
@@ -1296,6 +1413,28 @@ impl Config {
             }
             if let Some(a) = &h.action {
                 validate_action(a).map_err(|(k, m)| invalid(key(&format!("action.{k}")), m))?;
+            }
+            if let Some(ActionConfig::Forward {
+                url,
+                max_connections,
+                ..
+            }) = &h.action
+            {
+                let origin = forward_origin(url);
+                match targets.get(&origin) {
+                    Some((j, n)) if n != max_connections => {
+                        return Err(invalid(
+                            key("action.max_connections"),
+                            format!(
+                                "hooks[{j}] forwards to the same target {origin} with max_connections = {n}; the limit is per target, so give the same value"
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => {
+                        targets.insert(origin, (i, *max_connections));
+                    }
+                }
             }
             if h.retry.max_attempts == 0 {
                 return Err(invalid(
@@ -1443,6 +1582,52 @@ mod tests {
         );
         assert!(parse_listen("unix:rel").is_err());
         assert!(parse_listen("localhost").is_err());
+    }
+
+    #[test]
+    fn tls_listener_and_https_forward_options_parse() {
+        let c = parse(
+            r#"
+            [server.tls]
+            cert = "file:/etc/webhookd/tls/fullchain.pem"
+            key = "credential:tls.key"
+            [[hooks]]
+            id = "a"
+            scheme = "github"
+            secrets = ["env:X"]
+            [hooks.action]
+            type = "forward"
+            url = "https://ci.example.com/x"
+            tls_ca = "file:/etc/webhookd/ca.pem"
+            [hooks.action.headers]
+            Authorization = "env:CI_TOKEN"
+            "#,
+        )
+        .unwrap();
+        let t = c.server.tls.unwrap();
+        assert_eq!(t.key, SecretRef::Credential("tls.key".into()));
+        assert_eq!(t.expiry_warning, Duration::from_secs(14 * 86_400));
+        let e = parse("[server.tls]\ncert = \"file:/c\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key"), "{e}");
+    }
+
+    #[test]
+    fn hooks_sharing_a_target_share_its_connection_limit() {
+        let hook = |id: &str, n: usize| {
+            format!(
+                "[[hooks]]\nid = \"{id}\"\nscheme = \"github\"\nsecrets = [\"env:X\"]\n[hooks.action]\ntype = \"forward\"\nurl = \"https://ci.example.com/{id}\"\nmax_connections = {n}\n"
+            )
+        };
+        assert!(parse(&format!("{}{}", hook("a", 4), hook("b", 4))).is_ok());
+        let e = parse(&format!("{}{}", hook("a", 4), hook("b", 8)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("hooks[1].action.max_connections") && e.contains("hooks[0]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -177,15 +177,22 @@ async fn serve(
     let drain_timeout = config.server.drain_timeout;
     let stall_limit = config.store.stall_timeout;
     let http_opts = http::Options::from(&config.server);
+    let max_in_flight = config.server.max_in_flight;
     let live = Live::build(config, &metrics, false)?;
-    let app = Arc::new(App::new(
-        live,
-        config_path,
-        store.clone(),
-        writer.clone(),
-        metrics,
-    ));
+    let tls = match &live.server_tls {
+        Some(pair) => Some(Arc::new(
+            crate::tls::server::ServerTls::from_loaded(pair.clone(), max_in_flight)
+                .map_err(|e| Invalid::new("server.tls", e.to_string()))?,
+        )),
+        None => None,
+    };
+    let mut app = App::new(live, config_path, store.clone(), writer.clone(), metrics);
+    app.tls = tls;
+    let app = Arc::new(app);
     app.log_hook_problems();
+    if let Some(tls) = &app.tls {
+        tls.log_state(std::time::SystemTime::now());
+    }
 
     let server = http::Server::start(app.clone(), sockets, http_opts);
     let (deliver_stop, deliver_stop_rx) = tokio::sync::watch::channel(None);
@@ -205,6 +212,10 @@ async fn serve(
     let monitor = spawn_store_monitor(app.clone(), monitor_stop.clone());
     let status_task = tokio::spawn(status_ticker(app.clone()));
     tokio::spawn(crate::server::ui::sampler(app.clone()));
+    let tls_task = app
+        .tls
+        .clone()
+        .map(|t| tokio::spawn(crate::tls::server::watch_expiry(t)));
 
     log::info!(
         "webhookd {} ready: listening on {}; store {}; {} hook(s)",
@@ -230,6 +241,9 @@ async fn serve(
                 notify::reloading();
                 match reload(&app) {
                     Ok(notes) => {
+                        if let Some(tls) = &app.tls {
+                            tls.log_state(std::time::SystemTime::now());
+                        }
                         log::info!(
                             "configuration reloaded from {}: {} hook(s)",
                             app.config_path.display(),
@@ -270,6 +284,9 @@ async fn serve(
         .await
         .unwrap_or(false);
     status_task.abort();
+    if let Some(t) = tls_task {
+        t.abort();
+    }
     monitor_stop.store(true, Ordering::Release);
     let _ = monitor.join();
     watchdog.stop();
@@ -309,6 +326,8 @@ fn reload(app: &App) -> Result<Vec<String>, ReloadError> {
 
 fn try_reload(app: &App) -> Result<Vec<String>, ReloadError> {
     let config = Config::load(&app.config_path)?;
+    // Re-read the system CA store too (an updated ca-certificates).
+    crate::tls::client::forget_system_roots();
     let new = Live::build(config, &app.metrics, true)?;
     let old = app.live();
     let mut notes = Vec::new();
@@ -328,6 +347,15 @@ fn try_reload(app: &App) -> Result<Vec<String>, ReloadError> {
     }
     if o.log.target != n.log.target {
         notes.push("log.target changes take effect after a restart".to_string());
+    }
+    match (&app.tls, &new.server_tls) {
+        (Some(tls), Some(pair)) => tls.install(pair.clone()),
+        (Some(_), None) => notes.push(
+            "removing [server.tls] takes effect after a restart; the certificate loaded before keeps serving"
+                .to_string(),
+        ),
+        (None, Some(_)) => notes.push("[server.tls] takes effect after a restart".to_string()),
+        (None, None) => {}
     }
     crate::systemd::journal::set_level(n.log.level);
     app.replace_live(new);

@@ -10,11 +10,8 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-use super::Attempt;
+use super::{Attempt, ForwardTarget};
 use crate::config::Secret;
 use crate::store::Claimed;
 
@@ -36,46 +33,38 @@ fn forwardable(name: &str) -> bool {
 /// the connection.
 pub const RESPONSE_LIMIT: usize = 64 * 1024;
 
+/// Pooled HTTP/HTTPS clients (src/tls/client.rs), one per TLS config.
+#[derive(Default)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Default for Forwarder {
-    fn default() -> Self {
-        Forwarder::new()
-    }
+    clients: crate::tls::client::Clients,
 }
 
 impl Forwarder {
     pub fn new() -> Forwarder {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Forwarder { client }
+        Forwarder::default()
     }
 
+    /// One attempt. `origin` keys the per-target connection limit; waiting
+    /// for a free connection counts towards `timeout`.
     pub async fn send(
         &self,
-        url: &Uri,
+        t: &ForwardTarget,
+        origin: &str,
         ev: &Claimed,
         timeout: Duration,
-        sign_secret: Option<&Secret>,
     ) -> Attempt {
-        self.send_status(url, ev, timeout, sign_secret).await.0
+        self.send_status(t, origin, ev, timeout).await.0
     }
 
     /// [`Forwarder::send`], also returning the target's status if it answered.
     pub async fn send_status(
         &self,
-        url: &http::Uri,
+        t: &ForwardTarget,
+        origin: &str,
         ev: &Claimed,
         timeout: Duration,
-        sign_secret: Option<&Secret>,
     ) -> (Attempt, Option<u16>) {
-        let req = match build_request(url, ev, sign_secret, SystemTime::now()) {
+        let mut req = match build_request(&t.url, ev, t.sign_secret.as_ref(), SystemTime::now()) {
             Ok(r) => r,
             Err(e) => {
                 return (
@@ -84,8 +73,26 @@ impl Forwarder {
                 )
             }
         };
+        for (name, value) in &t.headers {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+        let client = self.clients.client(&t.tls);
+        let limit = self.clients.limit(origin, t.max_connections);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, limit.acquire_owned()).await else {
+            return (
+                Attempt::retry(
+                    format!(
+                        "timed out after {timeout:?} waiting for one of the {} connections to {origin} (max_connections)",
+                        t.max_connections
+                    ),
+                    None,
+                ),
+                None,
+            );
+        };
         let fut = async {
-            let resp = self.client.request(req).await?;
+            let resp = client.request(req).await?;
             let status = resp.status();
             let retry_after = resp
                 .headers()
@@ -108,7 +115,7 @@ impl Forwarder {
             }
             Ok::<_, hyper_util::client::legacy::Error>((status, retry_after))
         };
-        match tokio::time::timeout(timeout, fut).await {
+        match tokio::time::timeout_at(deadline, fut).await {
             Err(_) => (
                 Attempt::retry(format!("timed out after {timeout:?}"), None),
                 None,

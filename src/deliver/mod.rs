@@ -62,15 +62,53 @@ pub struct HookAction {
 
 #[derive(Debug, Clone)]
 pub enum ActionKind {
-    Forward {
-        url: http::Uri,
-        sign_secret: Option<Secret>,
-    },
+    Forward(Arc<ForwardTarget>),
     Exec(ExecAction),
 }
 
-/// Build a hook's action, resolving its signing secret. The error's key is
-/// relative to the hook (`action.url`, `action.sign_secret`).
+/// A forward action's target with its TLS config and secret headers
+/// resolved. Debug shows header names only (values are marked sensitive).
+#[derive(Debug)]
+pub struct ForwardTarget {
+    pub url: http::Uri,
+    pub sign_secret: Option<Secret>,
+    /// The TLS config for https:// (system CA store or the action's bundle,
+    /// optional client certificate); a no-roots config for http://.
+    pub tls: crate::tls::client::ClientTls,
+    /// `headers` with their secret values, marked sensitive.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Requests at once to the target's origin.
+    pub max_connections: usize,
+}
+
+/// Resolve `headers = { Name = "env:VAR" }`. Errors name the header and the
+/// reference, never the value.
+fn resolve_headers(
+    headers: &std::collections::BTreeMap<String, crate::config::SecretRef>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, Invalid> {
+    let mut out = Vec::with_capacity(headers.len());
+    for (name, r) in headers {
+        let key = || format!("action.headers.{name}");
+        let n = http::HeaderName::try_from(name.as_str())
+            .map_err(|_| Invalid::new(key(), "not a valid header name"))?;
+        let secret = r
+            .resolve()
+            .map_err(|e| Invalid::new(key(), e.to_string()))?;
+        let mut v = http::HeaderValue::from_bytes(&secret.0).map_err(|_| {
+            Invalid::new(
+                key(),
+                format!("the value in {r} is not a valid header value (a newline or control character inside?)"),
+            )
+        })?;
+        v.set_sensitive(true);
+        out.push((n, v));
+    }
+    Ok(out)
+}
+
+/// Build a hook's action, resolving its secrets and TLS material. The
+/// error's key is relative to the hook (`action.url`, `action.sign_secret`,
+/// `action.tls`, `action.headers.NAME`).
 pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction, Invalid> {
     Ok(match a {
         ActionConfig::Forward {
@@ -78,15 +116,16 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
             timeout,
             sign_secret,
             concurrency,
+            tls_ca,
+            tls_client_cert,
+            tls_client_key,
+            headers,
+            max_connections,
         } => {
             let uri: http::Uri = url
                 .parse()
                 .map_err(|_| Invalid::new("action.url", format!("invalid url {url:?}")))?;
-            let target = format!(
-                "{}://{}",
-                uri.scheme_str().unwrap_or("http"),
-                uri.authority().map(|a| a.as_str()).unwrap_or("")
-            );
+            let target = crate::config::forward_origin(url);
             // Decoded as a `standard` hook decodes its secret, so a webhookd
             // receiving what this one forwards verifies it.
             let sign_secret = match sign_secret {
@@ -104,11 +143,24 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
                 }
                 None => None,
             };
+            let tls = if uri.scheme_str() == Some("https") {
+                crate::tls::client::ClientTls::build(&crate::tls::client::Settings {
+                    ca: tls_ca.clone(),
+                    client_cert: tls_client_cert.clone(),
+                    client_key: tls_client_key.clone(),
+                })
+            } else {
+                crate::tls::client::ClientTls::plain()
+            }
+            .map_err(|e| Invalid::new("action.tls", e.to_string()))?;
             HookAction {
-                kind: ActionKind::Forward {
+                kind: ActionKind::Forward(Arc::new(ForwardTarget {
                     url: uri,
                     sign_secret,
-                },
+                    tls,
+                    headers: resolve_headers(headers)?,
+                    max_connections: *max_connections,
+                })),
                 target,
                 concurrency: *concurrency,
                 timeout: *timeout,

@@ -205,11 +205,11 @@ async fn attempt<C: Context>(
     let run = tokio::spawn(async move {
         let action = &route.action;
         match &action.kind {
-            ActionKind::Forward { url, sign_secret } => {
+            ActionKind::Forward(t) => {
                 let (attempt, status) = app
                     .delivery()
                     .forwarder
-                    .send_status(url, &ev, action.timeout, sign_secret.as_ref())
+                    .send_status(t, &action.target, &ev, action.timeout)
                     .await;
                 let first = super::FirstResult {
                     target_status: status,

@@ -61,6 +61,13 @@ pub fn readiness_problems(app: &App) -> Vec<String> {
             st.last_error().unwrap_or_else(|| "unknown error".into())
         ));
     }
+    if let Some(problem) = app
+        .tls
+        .as_ref()
+        .and_then(|t| t.problem(std::time::SystemTime::now()))
+    {
+        p.push(problem);
+    }
     let live = app.live();
     let mut ids: Vec<_> = live.hooks.keys().collect();
     ids.sort();
@@ -216,5 +223,6 @@ pub fn status_json(app: &App) -> serde_json::Value {
                 .collect::<Vec<_>>(),
         },
         "tunnel_url": app.tunnel_url.lock().ok().and_then(|g| g.clone()),
+        "tls": app.tls.as_ref().map(|t| t.status_json(std::time::SystemTime::now())),
     })
 }

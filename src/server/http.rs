@@ -77,6 +77,20 @@ impl Server {
                 Role::Admin => "admin",
                 Role::All => "hooks+admin",
             };
+            let what = if app.tls.is_some() && b.role.serves_hooks() {
+                match &b.socket {
+                    Socket::Tcp(_) => format!("{what}, HTTPS"),
+                    Socket::Unix(_) => {
+                        log::warn!(
+                            "[server.tls] applies to TCP sockets; {} is a Unix socket and serves plain HTTP",
+                            b.socket.describe()
+                        );
+                        what.to_string()
+                    }
+                }
+            } else {
+                what.to_string()
+            };
             names.push(format!("{} ({what})", b.socket.describe()));
             let listener = match b.socket {
                 Socket::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
@@ -96,6 +110,7 @@ impl Server {
                 builder.clone(),
                 graceful.clone(),
                 stop_rx.clone(),
+                opts.header_timeout,
             )));
         }
         Server {
@@ -143,7 +158,9 @@ async fn accept_loop(
     builder: Arc<http1::Builder>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
+    header_timeout: Duration,
 ) {
+    let tls = app.tls.clone().filter(|_| role.serves_hooks());
     loop {
         let accepted = tokio::select! {
             _ = stop.changed() => break,
@@ -152,7 +169,19 @@ async fn accept_loop(
         match accepted {
             Ok(Conn::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                spawn_conn(stream, Some(peer), role, &app, &builder, &graceful);
+                match &tls {
+                    Some(tls) => spawn_tls_conn(
+                        tls.clone(),
+                        stream,
+                        peer,
+                        role,
+                        &app,
+                        builder.clone(),
+                        graceful.watcher(),
+                        header_timeout,
+                    ),
+                    None => spawn_conn(stream, Some(peer), role, &app, &builder, &graceful),
+                }
             }
             Ok(Conn::Unix(stream)) => {
                 spawn_conn(stream, None, role, &app, &builder, &graceful);
@@ -200,6 +229,42 @@ fn spawn_conn<I>(
     let fut = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = fut.await {
+            log::debug!("connection error: {e}");
+        }
+    });
+}
+
+/// A TLS connection: the handshake runs in its own task (the accept loop
+/// never waits for a client), bounded by the header timeout and by the
+/// handshake cap; then HTTP/1.1 over the session like a plain connection.
+#[allow(clippy::too_many_arguments)]
+fn spawn_tls_conn(
+    tls: Arc<crate::tls::server::ServerTls>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    role: Role,
+    app: &Arc<App>,
+    builder: Arc<http1::Builder>,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_timeout: Duration,
+) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let session = match tls.accept(stream, header_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                app.metrics.reject(e.reason());
+                log::debug!("peer={peer} {e}");
+                return;
+            }
+        };
+        let svc_app = app.clone();
+        let svc = service_fn(move |req| {
+            let app = svc_app.clone();
+            async move { Ok::<_, Infallible>(routes::handle(&app, role, Some(peer), req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(session), svc);
+        if let Err(e) = watcher.watch(conn).await {
             log::debug!("connection error: {e}");
         }
     });

@@ -2,7 +2,8 @@
 //! (the system CA store, or the action's CA bundle; optionally a client
 //! certificate for mTLS), the hyper-rustls connector around hyper-util's
 //! HTTP connector, and pooled clients shared by every hook with the same
-//! options, so HTTPS costs one handshake per connection, not per event.
+//! options, so HTTPS costs one handshake per connection, not per event
+//! (HTTP/2 where the target offers it, else keep-alive HTTP/1.1).
 //!
 //! There is no way to skip verification: a target with a private CA gets
 //! that CA as `tls_ca`.
@@ -191,8 +192,10 @@ impl ClientTls {
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A pooled client for one TLS config. `https_or_http`: an `http://` URL is
-/// plain HTTP as configured, an `https://` URL is only ever TLS (hyper-rustls
-/// never falls back). SNI and the name checked are the URL's host.
+/// plain HTTP/1.1 as configured, an `https://` URL is only ever TLS
+/// (hyper-rustls never falls back), HTTP/2 when the target offers it in
+/// ALPN, else HTTP/1.1 with keep-alive. SNI and the name checked are the
+/// URL's host.
 pub fn http_client(tls: &ClientTls) -> HttpsClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
@@ -201,7 +204,9 @@ pub fn http_client(tls: &ClientTls) -> HttpsClient {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config((*tls.config).clone())
         .https_or_http()
-        .enable_http1()
+        // ALPN offers h2 and http/1.1 on https://; a target that picks h2
+        // gets every request multiplexed on one connection.
+        .enable_all_versions()
         .wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))

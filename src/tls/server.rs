@@ -31,6 +31,16 @@ pub struct Settings {
     pub expiry_warning: Duration,
 }
 
+impl From<&crate::config::ServerTlsConfig> for Settings {
+    fn from(c: &crate::config::ServerTlsConfig) -> Settings {
+        Settings {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+            expiry_warning: c.expiry_warning,
+        }
+    }
+}
+
 /// A certificate pair, loaded and checked, ready to be installed.
 #[derive(Debug)]
 pub struct Loaded {
@@ -105,6 +115,7 @@ pub struct ServerTls {
     config: Arc<rustls::ServerConfig>,
     resolver: Arc<Resolver>,
     handshakes: Arc<Semaphore>,
+    max_handshakes: usize,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -124,12 +135,12 @@ impl ServerTls {
     /// Load the pair and build the server config; `max_handshakes` bounds
     /// handshakes in progress (the same number as `server.max_in_flight`).
     pub fn new(settings: &Settings, max_handshakes: usize) -> Result<ServerTls, TlsError> {
-        ServerTls::from_loaded(Loaded::load(settings)?, max_handshakes)
+        ServerTls::from_loaded(Arc::new(Loaded::load(settings)?), max_handshakes)
     }
 
-    pub fn from_loaded(loaded: Loaded, max_handshakes: usize) -> Result<ServerTls, TlsError> {
+    pub fn from_loaded(loaded: Arc<Loaded>, max_handshakes: usize) -> Result<ServerTls, TlsError> {
         let resolver = Arc::new(Resolver {
-            current: RwLock::new(Arc::new(loaded)),
+            current: RwLock::new(loaded),
         });
         let mut config = rustls::ServerConfig::builder_with_provider(super::provider())
             .with_protocol_versions(super::VERSIONS)
@@ -144,13 +155,13 @@ impl ServerTls {
             config: Arc::new(config),
             resolver,
             handshakes: Arc::new(Semaphore::new(max_handshakes.max(1))),
+            max_handshakes: max_handshakes.max(1),
         })
     }
 
     /// Serve `loaded` from the next handshake on. Open connections keep
     /// the session they have.
-    pub fn install(&self, loaded: Loaded) {
-        let new = Arc::new(loaded);
+    pub fn install(&self, new: Arc<Loaded>) {
         match self.resolver.current.write() {
             Ok(mut g) => *g = new,
             Err(p) => *p.into_inner() = new,
@@ -163,8 +174,9 @@ impl ServerTls {
     }
 
     /// Handshakes in progress now.
-    pub fn handshakes_in_progress(&self, max: usize) -> usize {
-        max.saturating_sub(self.handshakes.available_permits())
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.max_handshakes
+            .saturating_sub(self.handshakes.available_permits())
     }
 
     /// Turn an accepted TCP connection into a TLS session within `limit`
@@ -282,6 +294,7 @@ impl ServerTls {
             "state": state,
             "warning": self.warning(now),
             "loaded_at": humantime::format_rfc3339_seconds(l.loaded_at).to_string(),
+            "handshakes_in_progress": self.handshakes_in_progress(),
             "alpn": ALPN.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
         })
     }

@@ -61,9 +61,8 @@ impl Ca {
 
     fn issue(&self, names: &[&str], days: i64, eku: ExtendedKeyUsagePurpose) -> Issued {
         let key = KeyPair::generate().unwrap();
-        let mut p =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
         p.distinguished_name.push(DnType::CommonName, names[0]);
         p.extended_key_usages = vec![eku];
         let now = time::OffsetDateTime::now_utc();
@@ -160,7 +159,10 @@ pub fn tls_request(
 
 /// The DER of the certificate the server presented on a fresh session.
 pub fn peer_cert(addr: &str, sni: &str, cfg: Arc<rustls::ClientConfig>) -> Vec<u8> {
-    let s = connect(addr, sni, cfg).unwrap();
+    // No resumption: a resumed session reports the certificate it began with.
+    let mut fresh = (*cfg).clone();
+    fresh.resumption = rustls::client::Resumption::disabled();
+    let s = connect(addr, sni, Arc::new(fresh)).unwrap();
     s.conn.peer_certificates().unwrap()[0].as_ref().to_vec()
 }
 
@@ -205,6 +207,11 @@ pub struct TlsSink {
 
 impl TlsSink {
     pub fn new(server: &Issued, client_ca: Option<&str>) -> TlsSink {
+        TlsSink::with_delay(server, client_ca, Duration::ZERO)
+    }
+
+    /// Like `new`, answering each request after `delay`.
+    pub fn with_delay(server: &Issued, client_ca: Option<&str>, delay: Duration) -> TlsSink {
         let b = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap();
@@ -247,7 +254,7 @@ impl TlsSink {
                     *g
                 };
                 let (cfg, rec, errs) = (cfg.clone(), rec.clone(), errs.clone());
-                std::thread::spawn(move || serve_tls_conn(s, cfg, rec, errs, n));
+                std::thread::spawn(move || serve_tls_conn(s, cfg, rec, errs, n, delay));
             }
         });
         TlsSink {
@@ -293,6 +300,7 @@ fn serve_tls_conn(
     rec: Arc<Mutex<Vec<Got>>>,
     errs: Arc<Mutex<Vec<String>>>,
     conn_no: usize,
+    delay: Duration,
 ) {
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(60)));
     let Ok(conn) = rustls::ServerConnection::new(cfg) else {
@@ -355,12 +363,104 @@ fn serve_tls_conn(
             client_cert: client_cert.clone(),
             conn: conn_no,
         });
-        if s
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        std::thread::sleep(delay);
+        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             .and_then(|_| s.flush())
             .is_err()
         {
             return;
         }
+    }
+}
+
+/// An HTTPS target that offers h2 (then http/1.1) in ALPN, served by hyper:
+/// records each request's HTTP version and counts connections.
+pub struct H2Sink {
+    pub port: u16,
+    pub versions: Arc<Mutex<Vec<String>>>,
+    pub connections: Arc<Mutex<usize>>,
+}
+
+impl H2Sink {
+    pub fn new(server: &Issued) -> H2Sink {
+        use http_body_util::BodyExt;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs(&server.cert_pem), key(&server.key_pem))
+            .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let versions: Arc<Mutex<Vec<String>>> = Arc::default();
+        let connections: Arc<Mutex<usize>> = Arc::default();
+        let (v, c) = (versions.clone(), connections.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(l).unwrap();
+                loop {
+                    let Ok((s, _)) = l.accept().await else {
+                        continue;
+                    };
+                    *c.lock().unwrap() += 1;
+                    let (acc, v) = (acceptor.clone(), v.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acc.accept(s).await else { return };
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let svc = hyper::service::service_fn(
+                            move |req: hyper::Request<hyper::body::Incoming>| {
+                                let v = v.clone();
+                                async move {
+                                    let ver = format!("{:?}", req.version());
+                                    let _ = req.into_body().collect().await;
+                                    // Hold the request a little, so several overlap.
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    v.lock().unwrap().push(ver);
+                                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                                    ))
+                                }
+                            },
+                        );
+                        let io = hyper_util::rt::TokioIo::new(tls);
+                        if h2 {
+                            let _ = hyper::server::conn::http2::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(io, svc)
+                            .await;
+                        } else {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, svc)
+                                .await;
+                        }
+                    });
+                }
+            });
+        });
+        H2Sink {
+            port,
+            versions,
+            connections,
+        }
+    }
+
+    pub fn wait_for(&self, n: usize, limit: Duration) -> Vec<String> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let v = self.versions.lock().unwrap().clone();
+            if v.len() >= n {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("h2 sink got {:?}", self.versions.lock().unwrap());
     }
 }
