@@ -465,6 +465,9 @@ fn check_config(path: &Path) -> Result<(), CliError> {
         ids.len(),
         ids.join(", ")
     );
+    if let Some(tls) = &live.server_tls {
+        println!("{}", tls.describe());
+    }
     Ok(())
 }
 

@@ -380,6 +380,31 @@ fn startup_refuses_bad_pairs_with_clear_errors() {
     std::fs::write(env.path("a.key"), &a.key_pem).unwrap();
     std::fs::write(env.path("b.key"), &b.key_pem).unwrap();
 
+    // The good pair: check-config says which certificate, for whom, until when.
+    let good = env.write(
+        "good.toml",
+        &config(
+            &web,
+            &env.sqlite_url(),
+            &secret,
+            &format!("[server.tls]\ncert = \"file:{dir}/a.crt\"\nkey = \"file:{dir}/a.key\"\n"),
+        ),
+    );
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(&good)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("TLS certificate")
+            && out.contains("CN=localhost")
+            && out.contains("valid until"),
+        "{out}"
+    );
+
     let (ok, out) = run(&format!("{dir}/a.crt"), &format!("{dir}/missing.key"));
     assert!(!ok && out.contains("missing.key: cannot read"), "{out}");
 

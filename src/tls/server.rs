@@ -63,6 +63,18 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// One line for check-config: which certificate, for whom, until when.
+    pub fn describe(&self) -> String {
+        format!(
+            "TLS certificate {} ({}), valid until {}",
+            self.settings.cert,
+            self.validity.subject,
+            humantime::format_rfc3339_seconds(self.validity.not_after)
+        )
+    }
+}
+
 #[derive(Debug)]
 struct Resolver {
     current: RwLock<Arc<Loaded>>,
