@@ -78,7 +78,7 @@ impl Forwarder {
         }
         let client = self.clients.client(&t.tls);
         let limit = self.clients.limit(origin, t.max_connections);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::tls::deadline_after(timeout);
         let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, limit.acquire_owned()).await else {
             return (
                 Attempt::retry(

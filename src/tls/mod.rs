@@ -68,6 +68,14 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub(crate) const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// `now + d`, saturating far in the future instead of overflowing (a
+/// configured timeout of a thousand years is "never", not a panic).
+pub fn deadline_after(d: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(86_400 * 365 * 30))
+}
+
 fn read(what: &'static str, r: &SecretRef) -> Result<Vec<u8>, TlsError> {
     r.resolve().map(|s| s.0).map_err(|e| TlsError::Read {
         what,
@@ -203,6 +211,12 @@ mod tests {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (SecretRef::File(c), SecretRef::File(k), key.serialize_pem())
+    }
+
+    #[test]
+    fn huge_timeouts_saturate() {
+        let d = deadline_after(std::time::Duration::MAX);
+        assert!(d > tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365));
     }
 
     #[test]

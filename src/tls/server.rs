@@ -203,7 +203,7 @@ impl ServerTls {
         let Ok(_permit) = self.handshakes.clone().try_acquire_owned() else {
             return Err(HandshakeError::Busy);
         };
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = super::deadline_after(limit);
         let mut first = [0u8; 1];
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
             Err(_) => return Err(HandshakeError::Timeout(limit)),
