@@ -567,3 +567,60 @@ fn expiry_is_a_warning_then_a_readiness_problem() {
     assert_eq!(st["tls"]["state"], "expired", "{st}");
     assert!(st["tls"]["seconds_left"].as_i64().unwrap() < 0, "{st}");
 }
+
+#[test]
+fn sigterm_drains_an_in_flight_tls_request_and_a_stalled_handshake_does_not_hold_it() {
+    let env = Env::new("tls-drain");
+    let ca = Ca::new("webhookd test CA");
+    write_pair(&env, &ca.server(&["localhost"], 90));
+    let web = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let extra = format!("header_timeout = \"2s\"\n{}", tls_section(&env, ""));
+    let mut d = start(&env, &web, &admin, &extra);
+    let cfg = client_config(&ca.cert_pem, None);
+
+    // A slow TLS client: headers and part of the body now, the rest later.
+    let body = br#"{"slow":"tls client","padding":"xxxxxxxxxxxxxxxxxxxx"}"#;
+    let mut s = connect(&web, "localhost", cfg).unwrap();
+    let mut head = String::from("POST /hooks/gh HTTP/1.1\r\nHost: localhost\r\n");
+    for (k, v) in signed("tls-slow", body) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..10]).unwrap();
+    s.flush().unwrap();
+    // And a connection that never starts its handshake.
+    let _stalled = TcpStream::connect(&web).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let t = Instant::now();
+    d.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "exited before the request finished"
+    );
+    s.write_all(&body[10..]).unwrap();
+    s.flush().unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let r = parse_response(&buf).unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let status = d
+        .wait_exit(Duration::from_secs(15))
+        .expect("exit after drain");
+    assert!(status.success(), "{status:?}");
+    // The stalled handshake is cut off by the header timeout, well before
+    // the 10 s drain deadline.
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        stored_body(&env.sqlite_url(), "tls-slow").as_deref(),
+        Some(&body[..])
+    );
+    assert!(d.log_text().contains("drained cleanly"), "{}", d.log_text());
+}
