@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod exec;
 pub mod forward;
+pub mod job;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -67,6 +68,7 @@ pub enum ActionKind {
         sign_secret: Option<Secret>,
     },
     Exec(ExecAction),
+    Job(job::JobAction),
 }
 
 /// Build a hook's action, resolving its signing secret. The error's key is
@@ -137,6 +139,24 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
             concurrency: *concurrency,
             timeout: *timeout,
         },
+        ActionConfig::Job {
+            name,
+            socket,
+            timeout,
+            concurrency,
+        } => HookAction {
+            target: format!("job:{name}"),
+            kind: ActionKind::Job(job::JobAction {
+                name: name.clone(),
+                socket: socket
+                    .clone()
+                    .unwrap_or_else(|| crate::job::default_socket(name)),
+                timeout: *timeout,
+                output_limit,
+            }),
+            concurrency: *concurrency,
+            timeout: *timeout,
+        },
     })
 }
 
@@ -155,7 +175,7 @@ pub fn exec_values(
             },
             "action",
         ),
-        ActionConfig::Forward { .. } => Ok(Default::default()),
+        ActionConfig::Forward { .. } | ActionConfig::Job { .. } => Ok(Default::default()),
     }
 }
 

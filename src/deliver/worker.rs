@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{backoff, exec, ActionKind, Attempt, Context, Route};
+use super::{backoff, exec, job, ActionKind, Attempt, Context, Route};
 use crate::store::{Claimed, Disposition};
 
 /// Most events claimed in one statement.
@@ -226,6 +226,7 @@ async fn attempt<C: Context>(
                 };
                 (attempt, first)
             }
+            ActionKind::Job(a) => (job::run(a, &ev).await, super::FirstResult::default()),
         }
     });
     let _abort = AbortOnDrop(run.abort_handle());
