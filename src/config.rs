@@ -721,7 +721,7 @@ pub enum ActionConfig {
     Job {
         /// The NAME in `webhook-job-NAME.socket`.
         name: String,
-        /// Default `/run/webhookd-jobs/NAME.sock`.
+        /// Default `/run/webhookd-jobs/webhook-job-NAME.sock` (the packaged drop-in's path).
         #[serde(default)]
         socket: Option<PathBuf>,
         #[serde(default = "default_exec_timeout", deserialize_with = "de_duration")]

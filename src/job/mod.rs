@@ -168,9 +168,10 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The socket `webhook-job-NAME.socket` listens on by default.
+/// The socket `webhook-job-NAME.socket` listens on with the packaged
+/// drop-in (`ListenStream=/run/webhookd-jobs/%N.sock`).
 pub fn default_socket(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(format!("/run/webhookd-jobs/{name}.sock"))
+    std::path::PathBuf::from(format!("/run/webhookd-jobs/webhook-job-{name}.sock"))
 }
 
 /// Where the runs of a job are in the journal.
