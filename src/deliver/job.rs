@@ -43,6 +43,7 @@ fn request(a: &JobAction, ev: &Claimed) -> Request {
         timeout_ms: u64::try_from(a.timeout.as_millis()).unwrap_or(u64::MAX),
         args: Vec::new(),
         env: Vec::new(),
+        files: Vec::new(),
     }
 }
 

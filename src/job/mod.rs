@@ -47,6 +47,10 @@ pub struct Request {
     /// Added to the command's environment (names checked by the wrapper).
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// `(NAME, base64 content)`: written by the wrapper to a private file
+    /// in the job's temporary directory; NAME=path in the environment.
+    #[serde(default)]
+    pub files: Vec<(String, String)>,
 }
 
 /// How the job ended, the last frame.
@@ -194,6 +198,7 @@ mod tests {
             timeout_ms: 1000,
             args: vec!["a".into()],
             env: vec![("WEBHOOK_X".into(), "1".into())],
+            files: vec![("WEBHOOK_F".into(), "aGk=".into())],
         };
         let mut buf = Vec::new();
         write_request(&mut buf, &req, b"body").await.unwrap();

@@ -103,7 +103,7 @@ fn check(o: &Options, req: &Request) -> Result<(), String> {
             req.args.len()
         ));
     }
-    for (k, _) in &req.env {
+    for (k, _) in req.env.iter().chain(req.files.iter()) {
         let shaped = !k.is_empty()
             && k.bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
@@ -236,6 +236,50 @@ async fn serve(opts: Options, sock: std::os::unix::net::UnixStream) -> ExitCode 
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
 }
 
+/// Files handed to the command, removed when dropped.
+struct TempFiles(Vec<std::path::PathBuf>);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Write each file (mode 0600, a fresh name) in the job's temporary
+/// directory ($TMPDIR, else /tmp: private to the unit with PrivateTmp=).
+fn write_files(req: &Request) -> Result<(TempFiles, Vec<(String, std::path::PathBuf)>), String> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = std::env::temp_dir();
+    let mut made = TempFiles(Vec::new());
+    let mut env = Vec::new();
+    for (i, (name, b64)) in req.files.iter().enumerate() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("file {name}: not base64: {e}"))?;
+        let path = dir.join(format!(
+            ".webhookd-job-{}-{}-{i}-{}",
+            req.id,
+            req.attempt,
+            name.to_ascii_lowercase()
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("file {name}: cannot create {}: {e}", path.display()))?;
+        made.0.push(path.clone());
+        f.write_all(&bytes)
+            .map_err(|e| format!("file {name}: cannot write {}: {e}", path.display()))?;
+        env.push((name.clone(), path));
+    }
+    Ok((made, env))
+}
+
 /// Kills the command's process group when dropped, unless it was reaped.
 struct Group(Option<i32>);
 
@@ -294,6 +338,13 @@ async fn run(
     if let Err(e) = check(opts, req) {
         return fail(e, true);
     }
+    if req.id.contains('/') {
+        return fail("bad event id".into(), true);
+    }
+    let (_files, file_env) = match write_files(req) {
+        Ok(f) => f,
+        Err(e) => return fail(e, false),
+    };
     let mut cmd = tokio::process::Command::new(&opts.command[0]);
     cmd.args(&opts.command[1..])
         .args(&req.args)
@@ -303,6 +354,7 @@ async fn run(
         .env("WEBHOOK_ID", &req.id)
         .env("WEBHOOK_ATTEMPT", req.attempt.to_string())
         .envs(req.env.iter().map(|(k, v)| (k, v)))
+        .envs(file_env.iter().map(|(k, p)| (k, p)))
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDNAMES")
@@ -398,6 +450,7 @@ mod tests {
                 ("WEBHOOK_REF".into(), "x".into()),
                 ("REF".into(), "y".into()),
             ],
+            files: vec![],
         };
         assert!(check(&o, &req).is_ok());
         req.env.push(("LD_PRELOAD".into(), "/tmp/x.so".into()));
@@ -408,5 +461,42 @@ mod tests {
         req.env.pop();
         req.args.push("a".into());
         assert!(check(&o, &req).is_err(), "args not allowed");
+        req.args.clear();
+        req.files.push(("BASH_ENV".into(), String::new()));
+        assert!(
+            check(&o, &req).is_err(),
+            "a file's name is an environment name too"
+        );
+    }
+
+    #[test]
+    fn files_are_private_and_removed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let req = Request {
+            id: format!("files-test-{}", std::process::id()),
+            hook: "h".into(),
+            event: "e".into(),
+            delivery: "d".into(),
+            attempt: 1,
+            timeout_ms: 1,
+            args: vec![],
+            env: vec![],
+            files: vec![("WEBHOOK_PAYLOAD".into(), "aGVsbG8=".into())],
+        };
+        let (made, env) = write_files(&req).unwrap();
+        assert_eq!(env[0].0, "WEBHOOK_PAYLOAD");
+        let p = env[0].1.clone();
+        assert_eq!(std::fs::read(&p).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(made);
+        assert!(!p.exists());
+        let bad = Request {
+            files: vec![("WEBHOOK_X".into(), "!!".into())],
+            ..req
+        };
+        assert!(write_files(&bad).is_err());
     }
 }
