@@ -212,3 +212,52 @@ fn job_timeout_kills_the_group_and_ends_the_wrapper() {
     let jl = job.log_text();
     assert!(jl.contains("process group killed"), "{jl}");
 }
+
+#[test]
+fn shutdown_past_the_drain_stops_the_job_and_requeues_the_event() {
+    let env = Env::new("job-drain");
+    let socket = env.path("deploy.sock");
+    let script =
+        r#"echo $PPID > "$JOBDIR/wrapper"; sleep 300 & echo $! > "$JOBDIR/grandchild"; sleep 300"#;
+    let job = JobSocket::start(&env, &socket, script);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = job_config(&env, &addr, &socket, "timeout = \"60s\"")
+        .replace("drain_timeout = \"10s\"", "drain_timeout = \"1s\"");
+    let mut d = Daemon::start(&env, &cfg, &[]);
+    d.post("gh", "s-1", b"{}");
+    let start = Instant::now();
+    while !env.path("grandchild").exists() {
+        assert!(start.elapsed() < WAIT, "the job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(15)).unwrap().success());
+    // Back in the queue, the interrupted attempt not counted ...
+    assert_eq!(
+        state_of(&env.sqlite_url(), "s-1").unwrap(),
+        ("pending".into(), 0)
+    );
+    // ... and the job's processes are gone (the connection closed).
+    let read_pid = |f: &str| -> i32 {
+        std::fs::read_to_string(env.path(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (wrapper, grandchild) = (read_pid("wrapper"), read_pid("grandchild"));
+    let start = Instant::now();
+    while (alive(wrapper) || alive(grandchild)) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(grandchild),
+        "the job's grandchild {grandchild} survived"
+    );
+    assert!(!alive(wrapper), "the wrapper {wrapper} did not exit");
+    assert!(
+        job.log_text().contains("webhookd closed the connection"),
+        "{}",
+        job.log_text()
+    );
+}
