@@ -468,6 +468,22 @@ fn check_config(path: &Path) -> Result<(), CliError> {
         ids.len(),
         ids.join(", ")
     );
+    // A job's socket is made by systemd, not by us: say when it is missing
+    // (not an error: the socket may be enabled after the config is written).
+    for h in &live.config.hooks {
+        if let Some(crate::config::ActionConfig::Job { name, socket, .. }) = &h.action {
+            let sock = socket
+                .clone()
+                .unwrap_or_else(|| crate::job::default_socket(name));
+            if !sock.exists() {
+                eprintln!(
+                    "note: hook {}: job socket {} does not exist; deliveries fail and are retried until `systemctl enable --now webhook-job-{name}.socket`",
+                    h.id,
+                    sock.display()
+                );
+            }
+        }
+    }
     Ok(())
 }
 

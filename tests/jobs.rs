@@ -261,3 +261,32 @@ fn shutdown_past_the_drain_stops_the_job_and_requeues_the_event() {
         job.log_text()
     );
 }
+
+#[test]
+fn check_config_names_a_bad_job_and_notes_a_missing_socket() {
+    let env = Env::new("job-config");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let run = |cfg: &str| {
+        let path = env.write("webhookd.toml", cfg);
+        Command::new(bin())
+            .args(["--config", path.to_str().unwrap(), "check-config"])
+            .output()
+            .unwrap()
+    };
+    let missing = env.path("not-there.sock");
+    let out = run(&job_config(&env, &addr, &missing, ""));
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("job socket") && err.contains("webhook-job-deploy.socket"),
+        "{err}"
+    );
+    let out =
+        run(&job_config(&env, &addr, &missing, "").replace("name = \"deploy\"", "name = \"../x\""));
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("action.name"), "{err}");
+    let out = run(&job_config(&env, &addr, Path::new("relative.sock"), ""));
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("action.socket"));
+}
