@@ -728,6 +728,13 @@ pub enum ActionConfig {
         timeout: Duration,
         #[serde(default = "default_exec_concurrency")]
         concurrency: usize,
+        /// As for exec; the unit must allow them (`job-run --args`, `--env NAME`).
+        #[serde(default)]
+        args: Vec<ValueSpec>,
+        #[serde(default)]
+        env: std::collections::BTreeMap<String, ValueSpec>,
+        #[serde(default)]
+        files: std::collections::BTreeMap<String, ValueSpec>,
     },
 }
 

@@ -26,6 +26,12 @@ struct JobSocket {
 
 impl JobSocket {
     fn start(env: &Env, socket: &Path, script: &str) -> JobSocket {
+        JobSocket::start_with(env, socket, &[], script)
+    }
+
+    /// With `job-run` options (`--args`, `--env NAME`); the script's `$0`
+    /// is "job", so arguments from webhookd are `$1`, `$2`, ...
+    fn start_with(env: &Env, socket: &Path, flags: &[&str], script: &str) -> JobSocket {
         let log = env.path("job.log");
         let child = Command::new("systemd-socket-activate")
             .arg("--accept")
@@ -33,7 +39,9 @@ impl JobSocket {
             .arg(socket)
             .args(["-E", "JOBDIR"])
             .arg(bin())
-            .args(["job-run", "--", "/bin/sh", "-c", script])
+            .arg("job-run")
+            .args(flags)
+            .args(["--", "/bin/sh", "-c", script, "job"])
             .env("JOBDIR", &env.dir)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
@@ -289,4 +297,56 @@ fn check_config_names_a_bad_job_and_notes_a_missing_socket() {
     let out = run(&job_config(&env, &addr, Path::new("relative.sock"), ""));
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("action.socket"));
+}
+
+#[test]
+fn job_gets_request_values_only_where_the_unit_allows_them() {
+    let env = Env::new("job-values");
+    let socket = env.path("deploy.sock");
+    let script = r#"printf '%s|' "$@" > "$JOBDIR/args-$WEBHOOK_ID"; echo "$PUSHER" > "$JOBDIR/pusher-$WEBHOOK_ID"; cat "$PAYLOAD" > "$JOBDIR/payload-$WEBHOOK_ID""#;
+    let job = JobSocket::start_with(
+        &env,
+        &socket,
+        &["--args", "--env", "PUSHER", "--env", "PAYLOAD"],
+        script,
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let values = "args = [{ value = \"body.ref\" }, \"--prod\"]\nenv = { PUSHER = { value = \"body.pusher.name\" } }\nfiles = { PAYLOAD = { value = \"body\" } }\n[hooks.retry]\nmax_attempts = 3\ninitial_delay = \"50ms\"\nmax_delay = \"50ms\"\n";
+    let d = Daemon::start(&env, &job_config(&env, &addr, &socket, values), &[]);
+    let body = br#"{"ref":"refs/heads/main","pusher":{"name":"octocat"}}"#;
+    let id = d.post("gh", "v-1", body).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_state(&env.sqlite_url(), "v-1", "done", WAIT);
+    let read = |f: &str| std::fs::read_to_string(env.path(&format!("{f}-{id}"))).unwrap();
+    assert_eq!(read("args"), "refs/heads/main|--prod|");
+    assert_eq!(read("pusher"), "octocat\n");
+    assert_eq!(read("payload").as_bytes(), body);
+    drop(job);
+    drop(d);
+
+    // The same hook against a unit that allows neither: a dead letter at
+    // once (retrying cannot help), saying what to add.
+    let env = Env::new("job-values-refused");
+    let socket = env.path("deploy.sock");
+    let _job = JobSocket::start(&env, &socket, "exit 0");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start(&env, &job_config(&env, &addr, &socket, values), &[]);
+    let id = d.post("gh", "v-2", body).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        wait_state(&env.sqlite_url(), "v-2", "dead", WAIT),
+        ("dead".into(), 1)
+    );
+    let v = show(&d.config, &id);
+    assert!(
+        v["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--args"),
+        "{v}"
+    );
 }

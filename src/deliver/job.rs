@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use tokio::net::UnixStream;
 
+use super::exec::Captured;
 use super::Attempt;
 use crate::job::{self, Exit, Request, TAG_EXIT, TAG_STDERR, TAG_STDOUT};
+use crate::payload::values::{ExecValues, Resolved};
+use crate::payload::{Meta, RequestView};
 use crate::store::Claimed;
 
 /// A resolved job action.
@@ -23,6 +26,10 @@ pub struct JobAction {
     pub socket: PathBuf,
     pub timeout: Duration,
     pub output_limit: usize,
+    /// `args`, `env`, `files` from the stored event's request values.
+    pub values: ExecValues,
+    /// The hook's `payload_content_type`, to read the stored body as.
+    pub payload_content_type: Option<String>,
 }
 
 fn shown(out: &[u8], truncated: bool) -> String {
@@ -33,7 +40,8 @@ fn shown(out: &[u8], truncated: bool) -> String {
     s
 }
 
-fn request(a: &JobAction, ev: &Claimed) -> Request {
+fn request(a: &JobAction, ev: &Claimed, values: Resolved) -> Request {
+    use base64::Engine as _;
     Request {
         id: ev.id.clone(),
         hook: ev.hook_id.clone(),
@@ -41,9 +49,13 @@ fn request(a: &JobAction, ev: &Claimed) -> Request {
         delivery: ev.delivery_id.clone(),
         attempt: ev.attempts,
         timeout_ms: u64::try_from(a.timeout.as_millis()).unwrap_or(u64::MAX),
-        args: Vec::new(),
-        env: Vec::new(),
-        files: Vec::new(),
+        args: values.args,
+        env: values.env,
+        files: values
+            .files
+            .into_iter()
+            .map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v)))
+            .collect(),
     }
 }
 
@@ -62,7 +74,12 @@ impl Output {
     }
 }
 
-async fn exchange(a: &JobAction, ev: &Claimed, out: &mut Output) -> Result<Exit, Attempt> {
+async fn exchange(
+    a: &JobAction,
+    ev: &Claimed,
+    values: Resolved,
+    out: &mut Output,
+) -> Result<Exit, Attempt> {
     let mut sock = UnixStream::connect(&a.socket).await.map_err(|e| {
         Attempt::retry(
             format!(
@@ -80,7 +97,7 @@ async fn exchange(a: &JobAction, ev: &Claimed, out: &mut Output) -> Result<Exit,
             None,
         )
     };
-    job::write_request(&mut sock, &request(a, ev), &ev.body)
+    job::write_request(&mut sock, &request(a, ev, values), &ev.body)
         .await
         .map_err(lost)?;
     // We never half-close: the wrapper takes end of stream as "give up".
@@ -115,8 +132,40 @@ async fn exchange(a: &JobAction, ev: &Claimed, out: &mut Output) -> Result<Exit,
 }
 
 pub async fn run(a: &JobAction, ev: &Claimed) -> Attempt {
+    run_captured(a, ev).await.0
+}
+
+/// Run once; also return what the job printed (for `respond = "after_action"`).
+pub async fn run_captured(a: &JobAction, ev: &Claimed) -> (Attempt, Captured) {
+    // The same values an exec action's command gets, from the stored event.
+    let values = {
+        let view = RequestView::from_stored(
+            ev.headers.0.iter().cloned(),
+            &ev.body,
+            Meta {
+                event: Some(ev.event_type.clone()),
+                delivery: Some(ev.delivery_id.clone()),
+                hook: Some(ev.hook_id.clone()),
+                id: Some(ev.id.clone()),
+            },
+        )
+        .with_content_type(a.payload_content_type.as_deref());
+        match a.values.resolve(&view) {
+            Ok(v) => v,
+            Err(e) => return (Attempt::permanent(e.to_string()), Captured::default()),
+        }
+    };
     let mut out = Output::default();
-    let result = tokio::time::timeout(a.timeout, exchange(a, ev, &mut out)).await;
+    let attempt = attempt(a, ev, values, &mut out).await;
+    let captured = Captured {
+        output: out.kept,
+        truncated: out.truncated,
+    };
+    (attempt, captured)
+}
+
+async fn attempt(a: &JobAction, ev: &Claimed, values: Resolved, out: &mut Output) -> Attempt {
+    let result = tokio::time::timeout(a.timeout, exchange(a, ev, values, &mut *out)).await;
     // The connection is dropped (closed) here on every path.
     let output = shown(&out.kept, out.truncated);
     if !output.is_empty() {

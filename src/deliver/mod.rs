@@ -144,6 +144,7 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
             socket,
             timeout,
             concurrency,
+            ..
         } => HookAction {
             target: format!("job:{name}"),
             kind: ActionKind::Job(job::JobAction {
@@ -153,6 +154,8 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
                     .unwrap_or_else(|| crate::job::default_socket(name)),
                 timeout: *timeout,
                 output_limit,
+                values: exec_values(a).map_err(|e| Invalid::new(e.key, e.message))?,
+                payload_content_type: None,
             }),
             concurrency: *concurrency,
             timeout: *timeout,
@@ -175,7 +178,17 @@ pub fn exec_values(
             },
             "action",
         ),
-        ActionConfig::Forward { .. } | ActionConfig::Job { .. } => Ok(Default::default()),
+        ActionConfig::Job {
+            args, env, files, ..
+        } => crate::payload::values::ExecValues::compile(
+            &crate::payload::values::ExecValuesSpec {
+                args: args.clone(),
+                env: env.clone(),
+                files: files.clone(),
+            },
+            "action",
+        ),
+        ActionConfig::Forward { .. } => Ok(Default::default()),
     }
 }
 

@@ -226,7 +226,15 @@ async fn attempt<C: Context>(
                 };
                 (attempt, first)
             }
-            ActionKind::Job(a) => (job::run(a, &ev).await, super::FirstResult::default()),
+            ActionKind::Job(a) => {
+                let (attempt, out) = job::run_captured(a, &ev).await;
+                let first = super::FirstResult {
+                    truncated: out.truncated,
+                    output: out.output,
+                    ..Default::default()
+                };
+                (attempt, first)
+            }
         }
     });
     let _abort = AbortOnDrop(run.abort_handle());
