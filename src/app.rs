@@ -111,8 +111,14 @@ impl Live {
             {
                 None => None,
                 Some(Ok(mut a)) => {
-                    if let crate::deliver::ActionKind::Exec(e) = &mut a.kind {
-                        e.payload_content_type = h.payload_content_type.clone();
+                    match &mut a.kind {
+                        crate::deliver::ActionKind::Exec(e) => {
+                            e.payload_content_type = h.payload_content_type.clone()
+                        }
+                        crate::deliver::ActionKind::Job(j) => {
+                            j.payload_content_type = h.payload_content_type.clone()
+                        }
+                        crate::deliver::ActionKind::Forward { .. } => {}
                     }
                     Some(a)
                 }

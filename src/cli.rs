@@ -31,6 +31,9 @@ COMMANDS:
                               list stored events, newest first
     events show ID [--body]   show one event (with --body: write the raw body to stdout)
     events replay ID          deliver an event again, from attempt 1
+    job-run [--args] [--env NAME]... [--] COMMAND [ARG]...
+                              the ExecStart= of a webhook-job-NAME@.service
+                              (run by systemd per connection; docs/jobs.md)
     tunnel-url                print the public URL of the tunnel sidecar (ngrok or cloudflared)
     import-hooks FILE [--secrets-dir DIR] [--allow-partial] [--allow-unauthenticated]
                               convert an adnanh/webhook hooks file (JSON or YAML) to
@@ -468,6 +471,22 @@ fn check_config(path: &Path) -> Result<(), CliError> {
     if let Some(tls) = &live.server_tls {
         println!("{}", tls.describe());
     }
+    // A job's socket is made by systemd, not by us: say when it is missing
+    // (not an error: the socket may be enabled after the config is written).
+    for h in &live.config.hooks {
+        if let Some(crate::config::ActionConfig::Job { name, socket, .. }) = &h.action {
+            let sock = socket
+                .clone()
+                .unwrap_or_else(|| crate::job::default_socket(name));
+            if !sock.exists() {
+                eprintln!(
+                    "note: hook {}: job socket {} does not exist; deliveries fail and are retried until `systemctl enable --now webhook-job-{name}.socket`",
+                    h.id,
+                    sock.display()
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -538,7 +557,7 @@ fn dead_retry(path: &Path, f: store::ReplayFilter) -> Result<(), CliError> {
 }
 
 fn events_show(path: &Path, id: &str, body: bool) -> Result<(), CliError> {
-    let s = open_existing(path)?;
+    let (cfg, s) = open_existing_with_config(path)?;
     let rec = s
         .get(id)?
         .ok_or_else(|| CliError::NotFound(format!("no event with id {id}")))?;
@@ -546,7 +565,15 @@ fn events_show(path: &Path, id: &str, body: bool) -> Result<(), CliError> {
         std::io::stdout().write_all(rec.body.as_deref().unwrap_or_default())?;
         return Ok(());
     }
-    let v = record_json(&rec, true);
+    let mut v = record_json(&rec, true);
+    if let Some(crate::config::ActionConfig::Job { name, .. }) = cfg
+        .hooks
+        .iter()
+        .find(|h| h.id == rec.hook_id)
+        .and_then(|h| h.action.as_ref())
+    {
+        v["journal"] = crate::job::journal_hint(name, &rec.id).into();
+    }
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     Ok(())
 }
@@ -656,6 +683,12 @@ fn print_list(rows: &[EventRecord], json: bool) -> Result<(), CliError> {
 /// Entry point used by `main`: take systemd's sockets first (while the
 /// process is still single-threaded), then run the command.
 pub fn main() -> ExitCode {
+    // The job wrapper takes the rest of the line as the unit's command.
+    let mut args = std::env::args_os().skip(1);
+    let first = args.next();
+    if first.as_deref() == Some(std::ffi::OsStr::new("job-run")) {
+        return crate::job::run::main(args.collect());
+    }
     let cli = match parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {

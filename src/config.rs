@@ -754,6 +754,26 @@ pub enum ActionConfig {
         #[serde(default)]
         pass_env: Vec<String>,
     },
+    /// A job root defined as systemd units (`webhook-job-NAME.socket` with
+    /// `Accept=yes`); see docs/jobs.md.
+    Job {
+        /// The NAME in `webhook-job-NAME.socket`.
+        name: String,
+        /// Default `/run/webhookd-jobs/webhook-job-NAME.sock` (the packaged drop-in's path).
+        #[serde(default)]
+        socket: Option<PathBuf>,
+        #[serde(default = "default_exec_timeout", deserialize_with = "de_duration")]
+        timeout: Duration,
+        #[serde(default = "default_exec_concurrency")]
+        concurrency: usize,
+        /// As for exec; the unit must allow them (`job-run --args`, `--env NAME`).
+        #[serde(default)]
+        args: Vec<ValueSpec>,
+        #[serde(default)]
+        env: std::collections::BTreeMap<String, ValueSpec>,
+        #[serde(default)]
+        files: std::collections::BTreeMap<String, ValueSpec>,
+    },
 }
 
 fn default_forward_timeout() -> Duration {
@@ -775,14 +795,16 @@ fn default_exec_concurrency() -> usize {
 impl ActionConfig {
     pub fn timeout(&self) -> Duration {
         match self {
-            ActionConfig::Forward { timeout, .. } | ActionConfig::Exec { timeout, .. } => *timeout,
+            ActionConfig::Forward { timeout, .. }
+            | ActionConfig::Exec { timeout, .. }
+            | ActionConfig::Job { timeout, .. } => *timeout,
         }
     }
     pub fn concurrency(&self) -> usize {
         match self {
-            ActionConfig::Forward { concurrency, .. } | ActionConfig::Exec { concurrency, .. } => {
-                *concurrency
-            }
+            ActionConfig::Forward { concurrency, .. }
+            | ActionConfig::Exec { concurrency, .. }
+            | ActionConfig::Job { concurrency, .. } => *concurrency,
         }
     }
 }
@@ -1215,6 +1237,26 @@ fn validate_action(a: &ActionConfig) -> Result<(), (&'static str, String)> {
                     "command",
                     format!("the program must be an absolute path, got {:?}", command[0]),
                 ));
+            }
+        }
+        ActionConfig::Job { name, socket, .. } => {
+            // Part of unit names (webhook-job-NAME.socket); config imports
+            // nothing from the crate, so the rule is spelled out here.
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return Err((
+                    "name",
+                    format!("expected 1-64 of A-Z a-z 0-9 - _ (the NAME of webhook-job-NAME.socket), got {name:?}"),
+                ));
+            }
+            if let Some(p) = socket {
+                if !p.is_absolute() {
+                    return Err(("socket", format!("must be an absolute path, got {p:?}")));
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod id;
 pub mod import;
+pub mod job;
 pub mod metrics;
 pub mod payload;
 pub mod rules;

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod exec;
 pub mod forward;
+pub mod job;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -64,6 +65,7 @@ pub struct HookAction {
 pub enum ActionKind {
     Forward(Arc<ForwardTarget>),
     Exec(ExecAction),
+    Job(job::JobAction),
 }
 
 /// A forward action's target with its TLS config and secret headers
@@ -189,6 +191,27 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
             concurrency: *concurrency,
             timeout: *timeout,
         },
+        ActionConfig::Job {
+            name,
+            socket,
+            timeout,
+            concurrency,
+            ..
+        } => HookAction {
+            target: format!("job:{name}"),
+            kind: ActionKind::Job(job::JobAction {
+                name: name.clone(),
+                socket: socket
+                    .clone()
+                    .unwrap_or_else(|| crate::job::default_socket(name)),
+                timeout: *timeout,
+                output_limit,
+                values: exec_values(a).map_err(|e| Invalid::new(e.key, e.message))?,
+                payload_content_type: None,
+            }),
+            concurrency: *concurrency,
+            timeout: *timeout,
+        },
     })
 }
 
@@ -198,6 +221,16 @@ pub fn exec_values(
 ) -> Result<crate::payload::values::ExecValues, crate::payload::RuleError> {
     match a {
         ActionConfig::Exec {
+            args, env, files, ..
+        } => crate::payload::values::ExecValues::compile(
+            &crate::payload::values::ExecValuesSpec {
+                args: args.clone(),
+                env: env.clone(),
+                files: files.clone(),
+            },
+            "action",
+        ),
+        ActionConfig::Job {
             args, env, files, ..
         } => crate::payload::values::ExecValues::compile(
             &crate::payload::values::ExecValuesSpec {

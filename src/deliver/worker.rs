@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{backoff, exec, ActionKind, Attempt, Context, Route};
+use super::{backoff, exec, job, ActionKind, Attempt, Context, Route};
 use crate::store::{Claimed, Disposition};
 
 /// Most events claimed in one statement.
@@ -219,6 +219,15 @@ async fn attempt<C: Context>(
             }
             ActionKind::Exec(a) => {
                 let (attempt, out) = exec::run_captured(a, &ev).await;
+                let first = super::FirstResult {
+                    truncated: out.truncated,
+                    output: out.output,
+                    ..Default::default()
+                };
+                (attempt, first)
+            }
+            ActionKind::Job(a) => {
+                let (attempt, out) = job::run_captured(a, &ev).await;
                 let first = super::FirstResult {
                     truncated: out.truncated,
                     output: out.output,
