@@ -4,7 +4,7 @@
 # and rpmlint with apt when they are missing (as root). Fails on any error or
 # warning that is not overridden; the overrides, each with its reason, are
 # packaging/deb/lintian-overrides (shipped in the .deb, where lintian reads
-# them) and packaging/rpm/webhookd.rpmlintrc. Prints one summary line per tool.
+# them) and packaging/rpm/rpmlint.toml. Prints one summary line per tool.
 set -euo pipefail
 deb=$1 rpm=$2
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -13,6 +13,7 @@ log() { printf 'package: %s\n' "$*" >&2; }
 need=()
 command -v lintian >/dev/null 2>&1 || need+=(lintian)
 command -v rpmlint >/dev/null 2>&1 || need+=(rpmlint)
+command -v rpm >/dev/null 2>&1 || need+=(rpm)   # rpmlint unpacks with it
 if [ ${#need[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || { echo "lint: missing ${need[*]} (run as root or install them)" >&2; exit 1; }
     log "apt-get install ${need[*]}"
@@ -30,7 +31,7 @@ echo "lintian $(basename "$deb"): $e errors, $w warnings, $i info, $o overridden
 [ "$e" = 0 ] && [ "$w" = 0 ] || rc=1
 
 # rpmlint: exits non-zero on errors; warnings are counted here
-out=$(rpmlint -r "$root/packaging/rpm/webhookd.rpmlintrc" "$rpm" 2>&1) || true
+out=$(rpmlint -c "$root/packaging/rpm/rpmlint.toml" "$rpm" 2>&1) || true
 printf '%s\n' "$out" | sed 's/^/  rpmlint: /' >&2
 summary=$(grep -E '[0-9]+ packages and [0-9]+ specfiles checked' <<<"$out" | tail -n1)
 e=$(sed -nE 's/.* ([0-9]+) errors.*/\1/p' <<<"$summary"); w=$(sed -nE 's/.* ([0-9]+) warnings.*/\1/p' <<<"$summary")

@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""rpm-changelog.py RPM ENTRIES.json — add %changelog to an .rpm made by cargo-generate-rpm.
+"""rpm-header.py RPM ENTRIES.json PACKAGER — add to an .rpm made by cargo-generate-rpm
+what it cannot write: %changelog, Packager, Group and BuildHost.
 
-cargo-generate-rpm 0.21 has no changelog option (its rpm crate does, the CLI
-does not expose it), and rpmlint calls a package without one an error. This
-adds the three changelog tags (CHANGELOGTIME, CHANGELOGNAME, CHANGELOGTEXT)
-to the main header, lays the header's data store out again in tag order (rpm
+cargo-generate-rpm 0.21 has no options for them (its rpm crate has a changelog,
+the CLI does not expose it), and rpmlint calls a package without them an error.
+This sets the changelog tags (CHANGELOGTIME, CHANGELOGNAME, CHANGELOGTEXT; the
+entries come from scripts/changelog rpm), PACKAGER, GROUP (its empty value
+becomes "Applications/Internet") and BUILDHOST (this machine's name) in the
+main header, lays the header's data store out again in tag order (rpm
 requires data in index order, each item aligned), and recomputes what the
 signature header says about the main header: its SHA-1 and SHA-256 digests
 and the header+payload size (and MD5, if present). The payload is untouched.
 Rewrites the file in place; run `rpm -K` or rpmlint on the result.
 """
 import hashlib
+import os
 import json
 import struct
 import sys
@@ -21,6 +25,7 @@ FIXED = {0: (0, 1), 1: (1, 1), 2: (1, 1), 3: (2, 2), 4: (4, 4), 5: (8, 8), 7: (1
 STRINGS = (6, 8, 9)
 REGION_TAGS = (61, 62, 63)  # HEADERIMAGE, HEADERSIGNATURES, HEADERIMMUTABLE
 CHANGELOGTIME, CHANGELOGNAME, CHANGELOGTEXT = 1080, 1081, 1082
+BUILDHOST, PACKAGER, GROUP = 1007, 1015, 1016
 SIG_SIZE, SIG_MD5, SIG_SHA1, SIG_SHA256, SIG_LONGSIZE = 1000, 1004, 269, 273, 270
 
 
@@ -68,7 +73,7 @@ def build_header(entries_with_data):
     return bytes(out + store)
 
 
-def main(path, entries_path):
+def main(path, entries_path, packager):
     buf = open(path, "rb").read()
     entries = json.load(open(entries_path))
     sig_entries, sig_store, sig_end = read_header(buf, 96)
@@ -77,11 +82,19 @@ def main(path, entries_path):
     payload = buf[h_end:]
     if h_entries[0][0] != 63:
         raise SystemExit("rpm-changelog: the main header does not start with an immutable region")
+    replaced = (CHANGELOGTIME, CHANGELOGNAME, CHANGELOGTEXT, BUILDHOST, PACKAGER, GROUP)
     kept = []
+    n_i18n = 1
     for e in h_entries[1:]:
-        if e[0] in (CHANGELOGTIME, CHANGELOGNAME, CHANGELOGTEXT):
-            continue  # replaced below (running this twice gives the same file)
+        if e[0] == 100:  # HEADERI18NTABLE: one GROUP string per locale listed
+            n_i18n = e[3]
+        if e[0] in replaced:
+            continue  # set below (running this twice gives the same file)
         kept.append((e[0], e[1], e[3], data_of(e, h_store)))
+    import socket
+    kept += [(BUILDHOST, 6, 1, socket.gethostname().encode() + b"\0"),
+             (PACKAGER, 6, 1, packager.encode() + b"\0"),
+             (GROUP, 9, n_i18n, b"Applications/Internet\0" * n_i18n)]
     # rpm lists the newest entry first
     times = b"".join(struct.pack(">I", int(x["time"])) for x in entries)
     names = b"".join(x["name"].encode() + b"\0" for x in entries)
@@ -103,13 +116,9 @@ def main(path, entries_path):
             sig_store[off:off + 8] = struct.pack(">Q", len(header) + len(payload))
         elif tag == SIG_MD5:
             sig_store[off:off + 16] = hashlib.md5(header + payload).digest()
-        elif tag not in (62, 1007, 1008, 5092, 5093) and tag < 1100:
-            # 1007 payload size, 1008 reserved space, 5092/5093 SHA3: independent of the header
-            # (SHA3-256 of the header is recomputed below when present)
-            pass
-    for tag, typ, off, count in sig_entries:
-        if tag == 5092:  # RPMSIGTAG_SHA3_256 (hex of the header)
+        elif tag == 5092:  # RPMSIGTAG_SHA3_256 (hex of the header)
             sig_store[off:off + 64] = hashlib.sha3_256(header).hexdigest().encode()
+        # others (payload size, reserved space) do not depend on the main header
     sig = bytearray(MAGIC) + struct.pack(">II", len(sig_entries), len(sig_store))
     for e in sig_entries:
         sig += struct.pack(">IIiI", *e)
@@ -117,12 +126,11 @@ def main(path, entries_path):
     sig += b"\0" * (-len(sig) % 8)
     with open(path + ".tmp", "wb") as f:
         f.write(buf[:96] + bytes(sig) + header + payload)
-    import os
     os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) != 4:
         sys.stderr.write(__doc__)
         sys.exit(2)
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])
