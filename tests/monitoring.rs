@@ -52,7 +52,10 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
 /// sample name -> label names seen on it
 fn samples(text: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let labels = out.entry(line[..name_end].to_string()).or_default();
         if line[name_end..].starts_with('{') {
@@ -139,11 +142,7 @@ fn live_metrics_pass_promtool_and_have_every_metric_rules_and_dashboard_use() {
     // a refused reload
     std::fs::write(&d.config, format!("{cfg}\n[not_a_section]\n")).unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    let scrape = || {
-        request(&addr, "GET", "/metrics", &[], b"")
-            .unwrap()
-            .text()
-    };
+    let scrape = || request(&addr, "GET", "/metrics", &[], b"").unwrap().text();
     assert!(
         wait_for(Duration::from_secs(20), || {
             let m = scrape();

@@ -207,7 +207,10 @@ fn help_shows_the_documented_commands_options_and_exit_codes() {
         "`webhookd --help` OPTIONS and docs/reference.toml differ"
     );
 
-    let codes_text = help.split("EXIT CODES:").nth(1).expect("--help has EXIT CODES");
+    let codes_text = help
+        .split("EXIT CODES:")
+        .nth(1)
+        .expect("--help has EXIT CODES");
     let codes = numbers_before_words(&codes_text.replace('\n', " "));
     assert_eq!(
         codes,
@@ -341,7 +344,9 @@ fn readme_config_examples_use_documented_keys_and_defaults() {
     for (i, block) in blocks.iter().enumerate() {
         for (sec, key, value, comment) in toml_lines(block) {
             let candidates: Vec<&Section> = if sec == "hooks.action" {
-                secs.iter().filter(|s| s.name.starts_with("hooks.action")).collect()
+                secs.iter()
+                    .filter(|s| s.name.starts_with("hooks.action"))
+                    .collect()
             } else {
                 by_name.get(sec.as_str()).into_iter().copied().collect()
             };
@@ -472,19 +477,26 @@ fn bash_completion_completes_commands_options_and_hooks() {
     let dir = render(&env);
     let script = dir.join("webhookd.bash");
     let top = complete(&script, &["webhookd", ""], None);
-    for c in ["serve", "events", "dead-letters", "check-config", "--config"] {
+    for c in [
+        "serve",
+        "events",
+        "dead-letters",
+        "check-config",
+        "--config",
+    ] {
         assert!(top.contains(&c.to_string()), "{c} not in {top:?}");
     }
-    assert_eq!(
-        complete(&script, &["webhookd", "ev"], None),
-        vec!["events"]
-    );
+    assert_eq!(complete(&script, &["webhookd", "ev"], None), vec!["events"]);
     assert_eq!(
         complete(&script, &["webhookd", "events", ""], None),
         vec!["list", "show", "replay"]
     );
     assert_eq!(
-        complete(&script, &["webhookd", "-c", "/x.toml", "events", "list", "--"], None),
+        complete(
+            &script,
+            &["webhookd", "-c", "/x.toml", "events", "list", "--"],
+            None
+        ),
         vec!["--hook", "--state", "--limit", "--json"]
     );
     assert_eq!(
@@ -492,7 +504,11 @@ fn bash_completion_completes_commands_options_and_hooks() {
         vec!["--all"]
     );
     assert_eq!(
-        complete(&script, &["webhookd", "events", "list", "--state", "d"], None),
+        complete(
+            &script,
+            &["webhookd", "events", "list", "--state", "d"],
+            None
+        ),
         vec!["delivering", "done", "dead"]
     );
     let cfg = env.write(
