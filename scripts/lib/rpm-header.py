@@ -16,6 +16,7 @@ Rewrites the file in place; run `rpm -K` or rpmlint on the result.
 import hashlib
 import os
 import json
+import socket
 import struct
 import sys
 
@@ -91,7 +92,6 @@ def main(path, entries_path, packager):
         if e[0] in replaced:
             continue  # set below (running this twice gives the same file)
         kept.append((e[0], e[1], e[3], data_of(e, h_store)))
-    import socket
     kept += [(BUILDHOST, 6, 1, socket.gethostname().encode() + b"\0"),
              (PACKAGER, 6, 1, packager.encode() + b"\0"),
              (GROUP, 9, n_i18n, b"Applications/Internet\0" * n_i18n)]
