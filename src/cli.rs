@@ -51,6 +51,7 @@ EXIT CODES:
     0 ok, 1 not found, 64 usage, 66 cannot read the input (import-hooks),
     69 store unavailable (or its schema is newer), 70 internal error,
     71 cannot listen (address in use, bad inherited socket), 74 I/O error,
+    75 the spool file is locked by another process,
     78 configuration error (or, for import-hooks, something not convertible)
 ";
 
