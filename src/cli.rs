@@ -52,9 +52,10 @@ OPTIONS:
 
 EXIT CODES:
     0 ok, 1 not found, 64 usage, 66 cannot read the input (import-hooks),
-    69 store unavailable, 70 internal error, 71 cannot listen (address in use,
-    bad inherited socket), 74 I/O error, 75 the spool file is locked by another
-    process, 78 configuration error (a spool holding another database's events
+    69 store unavailable (or its schema is newer), 70 internal error,
+    71 cannot listen (address in use, bad inherited socket), 74 I/O error,
+    75 the spool file is locked by another process,
+    78 configuration error (a spool holding another database's events
     included; for import-hooks, something not convertible)
 ";
 
@@ -359,7 +360,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Version => {
-            println!("webhookd {}", crate::VERSION);
+            println!("webhookd {} (commit {})", crate::VERSION, crate::GIT_COMMIT);
             Ok(())
         }
         Command::Serve => Err(usage("serve is started from main")),

@@ -444,12 +444,23 @@ pub enum LogTarget {
     Stderr,
 }
 
+/// How lines written to stderr look (the journal always gets fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// A timestamp, the level and the message.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     #[serde(deserialize_with = "de_level")]
     pub level: log::LevelFilter,
     pub target: LogTarget,
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
@@ -457,6 +468,7 @@ impl Default for LogConfig {
         LogConfig {
             level: log::LevelFilter::Info,
             target: LogTarget::Auto,
+            format: LogFormat::Text,
         }
     }
 }

@@ -345,8 +345,8 @@ fn try_reload(app: &App) -> Result<Vec<String>, ReloadError> {
     if o.server.listen != n.server.listen || o.server.admin_listen != n.server.admin_listen {
         notes.push("listen address changes take effect after a restart".to_string());
     }
-    if o.log.target != n.log.target {
-        notes.push("log.target changes take effect after a restart".to_string());
+    if o.log.target != n.log.target || o.log.format != n.log.format {
+        notes.push("log.target and log.format changes take effect after a restart".to_string());
     }
     match (&app.tls, &new.server_tls) {
         (Some(tls), Some(pair)) => tls.install(pair.clone()),

@@ -26,3 +26,6 @@ pub mod verify;
 
 /// Version string reported by `--version`, `/status` and the metrics.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit the binary was built from (build.rs; "unknown" without git).
+pub const GIT_COMMIT: &str = env!("WEBHOOKD_GIT_COMMIT");

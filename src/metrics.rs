@@ -48,6 +48,11 @@ pub struct Metrics {
     pub store_refused: Counter,
     /// Spooled events the database refused, set aside in the spool file.
     pub spool_rejected: Counter,
+    pub spool_events: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub spool_capacity: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub writer_stall_seconds: Gauge<f64, AtomicU64>,
+    pub ready: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub last_reload_ok: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 /// The per-hook outcome counters, cloned into each hook.
@@ -185,6 +190,61 @@ impl Metrics {
             "Spooled events the database refused, set aside in the spool file's spool_rejected table",
             spool_rejected.clone(),
         );
+        let spool_events = Gauge::default();
+        registry.register(
+            "spool_events",
+            "Deliveries waiting in the local spool for PostgreSQL to answer again",
+            spool_events.clone(),
+        );
+        let spool_capacity = Gauge::default();
+        registry.register(
+            "spool_capacity_events",
+            "Most events the spool holds (store.spool_max_events); 0 without a spool",
+            spool_capacity.clone(),
+        );
+        let writer_stall_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "store_writer_stall_seconds",
+            "How long the slowest store writer has been inside its current batch (the watchdog stops at store.stall_timeout)",
+            writer_stall_seconds.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200 (store reachable or spooling, not draining, every hook usable)",
+            ready.clone(),
+        );
+        let last_reload_ok = Gauge::default();
+        last_reload_ok.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "0 when the last reload was refused (the previous configuration keeps serving)",
+            last_reload_ok.clone(),
+        );
+        let start_time = Gauge::<f64, AtomicU64>::default();
+        start_time.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+        registry.register(
+            "start_time_seconds",
+            "When this process started, in seconds since the Unix epoch",
+            start_time,
+        );
+        let build_info = Family::<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        build_info
+            .get_or_create(&vec![
+                ("version".to_string(), crate::VERSION.to_string()),
+                ("commit".to_string(), crate::GIT_COMMIT.to_string()),
+            ])
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which webhookd this is",
+            build_info,
+        );
         let accepted_total = Counter::default();
         let duplicate_total = Counter::default();
         let rejected_total = Counter::default();
@@ -216,6 +276,11 @@ impl Metrics {
             failed_total: Counter::default(),
             store_refused,
             spool_rejected,
+            spool_events,
+            spool_capacity,
+            writer_stall_seconds,
+            ready,
+            last_reload_ok,
         }
     }
 
@@ -283,9 +348,10 @@ impl Metrics {
         self.reloads
             .get_or_create(&vec![("result".to_string(), result.to_string())])
             .inc();
+        self.last_reload_ok.set(i64::from(result == "ok"));
     }
 
-    /// The exposition text.
+    /// The OpenMetrics exposition (what Prometheus asks for).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         if encode(&mut out, &self.registry).is_err() {
@@ -294,10 +360,75 @@ impl Metrics {
         }
         out
     }
+
+    /// The classic Prometheus text format (0.0.4), for everything that does
+    /// not ask for OpenMetrics: curl, `promtool check metrics`, older scrapers.
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render())
+    }
+}
+
+/// OpenMetrics to Prometheus text 0.0.4: a counter family `x` has samples
+/// `x_total`, which the old format wants under `# HELP/TYPE x_total`; the
+/// `# EOF` terminator and `# UNIT` lines do not exist there.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 256);
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{kind}{name}_total {tail}\n"));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counter_families_by_their_samples() {
+        let m = Metrics::new();
+        m.reload("refused");
+        let om = m.render();
+        assert!(om.contains("# TYPE webhookd_config_reloads counter"));
+        assert!(om.trim_end().ends_with("# EOF"));
+        let text = m.render_text();
+        assert!(text.contains("# TYPE webhookd_config_reloads_total counter"));
+        assert!(text.contains("# HELP webhookd_config_reloads_total "));
+        assert!(text.contains("webhookd_config_reloads_total{result=\"refused\"} 1"));
+        assert!(text.contains("# TYPE webhookd_store_up gauge"));
+        assert!(text.contains("webhookd_config_last_reload_successful 0"));
+        assert!(text.contains("webhookd_build_info{version=\""));
+        assert!(!text.contains("# EOF"));
     }
 }

@@ -151,13 +151,60 @@ fn migrate_twice_at_once_on_postgres() {
         .iter()
         .filter(|o| text(&o.stdout).contains(&format!("applied {latest} migration")))
         .count();
-    assert_eq!(applied, 1, "exactly one process applies the migration");
+    assert_eq!(applied, 1, "exactly one process applies the migrations");
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let n: i64 = c
         .query_one("SELECT count(*) FROM webhookd_schema", &[])
         .unwrap()
         .get(0);
     assert_eq!(n, i64::from(latest));
+    let by: Option<String> = c
+        .query_one(
+            "SELECT applied_by FROM webhookd_schema WHERE version = $1",
+            &[&latest],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(by.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+}
+
+/// A database migrated by a newer webhookd (a downgrade): every command
+/// refuses it with exit 69, says which version migrated it and what to do,
+/// and changes nothing.
+#[test]
+fn a_newer_schema_is_refused_and_left_untouched() {
+    let env = Env::new("too-new");
+    let secret = env.write("gh.secret", SECRET);
+    let db = env.path("events.db");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = env.write("w.toml", &config(&addr, &env.sqlite_url(), &secret, ""));
+    let c = cfg.to_str().unwrap();
+    assert!(run(&["--config", c, "migrate"], b"").status.success());
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "INSERT INTO webhookd_schema (version, name, applied_at, applied_by) VALUES (99, 'future', 0, '9.9.9')",
+            [],
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    for args in [
+        vec!["--config", c, "migrate"],
+        vec!["--config", c, "events", "list"],
+        vec!["--config", c, "serve"],
+    ] {
+        let o = run(&args, b"");
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(69), "{args:?}: {err}");
+        assert!(
+            err.contains("database schema version 99 is newer than this webhookd knows (3")
+                && err.contains("migrated by webhookd 9.9.9")
+                && err.contains("install that version (or newer) again"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the database changed");
 }
 
 #[test]

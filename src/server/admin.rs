@@ -14,8 +14,9 @@ use serde_json::json;
 use super::routes::{json_response, Body};
 use crate::app::App;
 
-/// GET /healthz, /readyz, /status, /metrics.
-pub fn route(app: &App, path: &str) -> Response<Body> {
+/// GET /healthz, /readyz, /status, /metrics. `accepts_openmetrics`: the
+/// request's Accept header names OpenMetrics (Prometheus does).
+pub fn route(app: &App, path: &str, accepts_openmetrics: bool) -> Response<Body> {
     match path {
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
         "/readyz" => {
@@ -35,13 +36,22 @@ pub fn route(app: &App, path: &str) -> Response<Body> {
         "/status" => json_response(StatusCode::OK, &status_json(app)),
         _ => {
             refresh_gauges(app);
-            let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
+            // Prometheus asks for OpenMetrics; anything else (curl, promtool
+            // check metrics, older scrapers) gets the classic text format.
+            let (text, ctype) = if accepts_openmetrics {
+                (
+                    app.metrics.render(),
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+                )
+            } else {
+                (
+                    app.metrics.render_text(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            };
+            let mut r = Response::new(Full::new(Bytes::from(text)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
             r
         }
     }
@@ -109,6 +119,17 @@ pub fn refresh_gauges(app: &App) {
     M::set_labeled(&m.events, "state", "dead", c.dead);
     m.deliveries_in_flight
         .set(app.delivery.inflight_total.load(Ordering::Relaxed) as i64);
+    m.spool_events.set(spooled(app) as i64);
+    m.spool_capacity.set(
+        app.writer
+            .spool
+            .as_ref()
+            .map(|s| s.capacity() as i64)
+            .unwrap_or(0),
+    );
+    m.writer_stall_seconds
+        .set(app.writer.max_stall().as_secs_f64());
+    m.ready.set(i64::from(readiness_problems(app).is_empty()));
     for (target, state) in app.delivery.breakers.snapshot(Instant::now()) {
         let v = match state {
             crate::deliver::breaker::State::Closed => 0,
@@ -183,6 +204,7 @@ pub fn status_json(app: &App) -> serde_json::Value {
     let problems = readiness_problems(app);
     json!({
         "version": crate::VERSION,
+        "commit": crate::GIT_COMMIT,
         "pid": std::process::id(),
         "started_at": humantime::format_rfc3339_seconds(app.started_at).to_string(),
         "uptime_seconds": app.started.elapsed().as_secs(),
@@ -204,6 +226,7 @@ pub fn status_json(app: &App) -> serde_json::Value {
         "store": {
             "kind": app.store.kind(),
             "state": store_state(app),
+            "schema_version": app.store.latest_schema(),
             "queue_depth": app.writer.status.queue_depth.load(Ordering::Relaxed),
             "spooled": spooled(app),
             "last_error": app.writer.status.last_error(),

@@ -83,7 +83,13 @@ pub async fn handle(
             if req.method() != Method::GET && req.method() != Method::HEAD {
                 return method_not_allowed("GET, HEAD");
             }
-            return super::admin::route(app, &path);
+            let openmetrics = req
+                .headers()
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            return super::admin::route(app, &path, openmetrics);
         }
     }
     app.metrics.reject("not_found");
@@ -101,6 +107,10 @@ struct Answer {
     retry_after: Option<u16>,
     delivery: Option<String>,
     event: Option<String>,
+    /// Our id of the stored (or duplicate) event.
+    event_id: Option<String>,
+    /// Which of the hook's secrets matched.
+    key_index: Option<usize>,
     detail: String,
     /// A hook's own answer (`[hooks.response]`, a handshake, a command's
     /// output) instead of the JSON body.
@@ -174,6 +184,8 @@ impl Answer {
             retry_after: None,
             delivery: None,
             event: None,
+            event_id: None,
+            key_index: None,
             detail: format!("error={message:?}"),
             custom: None,
             counted: true,
@@ -203,6 +215,7 @@ async fn hook(
     let Some(slot) = app.slots.enter(live.config.server.max_in_flight).await else {
         app.metrics.reject("overloaded");
         log::warn!(
+            status = 503u16, peer = peer_str(peer).as_str();
             "status=503 peer={} error=\"more than server.max_in_flight={} requests in flight\"",
             peer_str(peer),
             live.config.server.max_in_flight
@@ -218,6 +231,7 @@ async fn hook(
         app.metrics.reject("unknown_hook");
         let shown: String = id.chars().take(64).collect();
         log::warn!(
+            hook = shown.as_str(), status = 404u16, peer = peer_str(peer).as_str();
             "hook={shown:?} status=404 peer={} error=\"unknown hook\"",
             peer_str(peer)
         );
@@ -255,23 +269,37 @@ async fn hook(
     }
     let elapsed = started.elapsed();
     app.metrics.request_seconds.observe(elapsed.as_secs_f64());
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    let peer = peer_str(peer);
+    let status = answer.status.as_u16();
     let line = format!(
-        "hook={} delivery={} event={} status={} duration_ms={:.2} peer={} {}",
+        "hook={} delivery={} event={} status={status} duration_ms={duration_ms:.2} peer={peer} {}",
         hook.id,
         answer.delivery.as_deref().unwrap_or("-"),
         answer.event.as_deref().unwrap_or("-"),
-        answer.status.as_u16(),
-        elapsed.as_secs_f64() * 1000.0,
-        peer_str(peer),
         answer.detail,
     );
-    match answer.status.as_u16() {
-        _ if answer.quiet => log::debug!("{line}"),
-        _ if !answer.counted => log::info!("{line}"),
-        200..=299 => log::info!("{line}"),
-        500..=599 => log::error!("{line}"),
-        _ => log::warn!("{line}"),
-    }
+    let level = match status {
+        _ if answer.quiet => log::Level::Debug,
+        _ if !answer.counted => log::Level::Info,
+        200..=299 => log::Level::Info,
+        500..=599 => log::Level::Error,
+        _ => log::Level::Warn,
+    };
+    // The same facts as fields (the journal's WEBHOOKD_*, log.format = "json"):
+    // ids, status, time and address only, never a secret or the body.
+    log::log!(
+        level,
+        hook = hook.id.as_str(),
+        delivery = answer.delivery.as_deref(),
+        event_id = answer.event_id.as_deref(),
+        event_type = answer.event.as_deref(),
+        status = status,
+        duration = (duration_ms * 100.0).round() / 100.0,
+        peer = peer.as_str(),
+        secret_index = answer.key_index.map(|k| k as u64);
+        "{line}"
+    );
     let mut resp = match answer.custom.map(|c| *c) {
         Some(c) => {
             let mut r = Response::new(Full::new(c.body));
@@ -306,7 +334,7 @@ async fn process(
 ) -> Answer {
     let started = Instant::now();
     if let Err(refused) = admit(app, hook, peer, req.headers()) {
-        return refused;
+        return *refused;
     }
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("");
@@ -330,7 +358,11 @@ async fn process(
     }
     let delivery = match accept(app, hook, &verified, &body, &event, &key) {
         Ok(d) => d,
-        Err(answer) => return answer,
+        Err(answer) => {
+            let mut answer = *answer;
+            answer.key_index = Some(verified.key_index);
+            return answer;
+        }
     };
     if let Some(rule) = &hook.payload.rule {
         if let Err(m) = rule.check(&view) {
@@ -343,6 +375,8 @@ async fn process(
                 retry_after: None,
                 delivery: Some(delivery),
                 event: Some(event),
+                event_id: None,
+                key_index: None,
                 detail: format!("{key} ignored=rule rule={:?} reason={:?}", m.rule, m.reason),
                 custom: None,
                 // Counted as ignored above, whatever status the hook answers it with.
@@ -401,6 +435,7 @@ async fn process(
     }
     a.delivery = Some(delivery);
     a.event = Some(event);
+    a.key_index = Some(verified.key_index);
     a
 }
 
@@ -508,7 +543,7 @@ fn admit(
     hook: &Hook,
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
-) -> Result<(), Answer> {
+) -> Result<(), Box<Answer>> {
     let client = rules::client_ip(peer, headers, &app.live().proxies);
     match hook.rules.check_allowed(client) {
         Ok(()) => {}
@@ -521,16 +556,18 @@ fn admit(
                 .map(|i| i.to_string())
                 .unwrap_or_else(|| "unknown".into());
             a.detail = format!("client={shown} {}", a.detail);
-            return Err(a);
+            return Err(Box::new(a));
         }
     }
     if let Some(p) = &hook.problem {
         log::debug!("hook {}: {p}", hook.id);
-        return Err(Answer::fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "hook is not usable: no secret is configured (see the server log)",
-        )
-        .retry(60));
+        return Err(Box::new(
+            Answer::fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "hook is not usable: no secret is configured (see the server log)",
+            )
+            .retry(60),
+        ));
     }
     Ok(())
 }
@@ -596,6 +633,8 @@ fn handshake(hook: &Hook, view: &RequestView<'_>, event: &str, key: &str) -> Opt
         retry_after: None,
         delivery: None,
         event: Some(event.to_string()),
+        event_id: None,
+        key_index: None,
         detail: format!("{key} handshake"),
         custom: Some(Box::new(Custom {
             body,
@@ -677,22 +716,24 @@ fn accept(
     body: &[u8],
     event: &str,
     key: &str,
-) -> Result<String, Answer> {
+) -> Result<String, Box<Answer>> {
     // Slack checks a new Events API URL with a signed url_verification
     // request and expects its challenge back; it is not an event to store.
     if hook.scheme.name() == "slack" && event == "url_verification" {
         if let Some(challenge) = crate::verify::json_field(body, "challenge") {
-            return Err(Answer {
+            return Err(Box::new(Answer {
                 status: StatusCode::OK,
                 body: json!({ "challenge": challenge }),
                 retry_after: None,
                 delivery: None,
                 event: Some(event.to_string()),
+                event_id: None,
+                key_index: None,
                 detail: format!("{key} slack-url-verification"),
                 custom: None,
                 counted: true,
                 quiet: false,
-            });
+            }));
         }
     }
     let Some(delivery) = verified.delivery_id.clone() else {
@@ -701,30 +742,32 @@ fn accept(
             format!("missing {}", hook.scheme.delivery_header()),
         );
         a.event = Some(event.to_string());
-        return Err(a);
+        return Err(Box::new(a));
     };
     if delivery.len() > 200 || delivery.chars().any(|c| c.is_control()) {
-        return Err(Answer::fail(
+        return Err(Box::new(Answer::fail(
             StatusCode::BAD_REQUEST,
             "delivery id is longer than 200 bytes or has control characters",
-        ));
+        )));
     }
     if let Some(allowed) = &hook.events {
         if !allowed.contains(event) {
             hook.counters.ignored.inc();
             app.metrics.ignored_total.inc();
-            return Err(Answer {
+            return Err(Box::new(Answer {
                 status: StatusCode::OK,
                 body: json!({"status": "ignored", "reason": "event type not configured for this hook"}),
                 retry_after: None,
                 delivery: Some(delivery),
                 event: Some(event.to_string()),
+                event_id: None,
+                key_index: None,
                 detail: format!("{key} ignored=event-filter"),
                 custom: None,
                 counted: false,
                 quiet: false,
             }
-            .shaped(hook.response.ignored.as_ref()));
+            .shaped(hook.response.ignored.as_ref())));
         }
     }
     Ok(delivery)
@@ -767,6 +810,8 @@ async fn store(app: &App, hook: &Hook, new: NewEvent, key: &str) -> Answer {
                 retry_after: None,
                 delivery: None,
                 event: None,
+                event_id: Some(id.to_string()),
+                key_index: None,
                 detail,
                 custom: None,
                 counted: true,
@@ -823,6 +868,8 @@ fn accepted(app: &App, hook: &Hook, key: &str, id: String, spooled: bool) -> Ans
         retry_after: None,
         delivery: None,
         event: None,
+        event_id: Some(id.to_string()),
+        key_index: None,
         detail,
         custom: None,
         counted: true,

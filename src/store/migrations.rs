@@ -21,6 +21,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "attempts",
         sql: include_str!("../../migrations/postgres/0002_attempts.sql"),
     },
+    Migration {
+        version: 3,
+        name: "schema_applied_by",
+        sql: include_str!("../../migrations/postgres/0003_schema_applied_by.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -34,7 +39,16 @@ pub const SQLITE: &[Migration] = &[
         name: "attempts",
         sql: include_str!("../../migrations/sqlite/0002_attempts.sql"),
     },
+    Migration {
+        version: 3,
+        name: "schema_applied_by",
+        sql: include_str!("../../migrations/sqlite/0003_schema_applied_by.sql"),
+    },
 ];
+
+/// From this version on, `webhookd_schema.applied_by` records the webhookd
+/// version that applied a migration.
+pub const APPLIED_BY_SINCE: i32 = 3;
 
 /// The newest version in a list.
 pub fn latest(list: &[Migration]) -> i32 {

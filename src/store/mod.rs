@@ -100,10 +100,20 @@ pub enum StoreError {
         name: &'static str,
         message: String,
     },
+    /// A newer webhookd migrated the database: refuse it, touch nothing.
     #[error(
-        "database schema version {found} is newer than this webhookd knows ({known}); upgrade webhookd"
+        "database schema version {found} is newer than this webhookd knows ({known}; this is webhookd {}): \
+         it was migrated by {}. Downgrades are not supported: install that version (or newer) again, \
+         or restore a backup of the database taken before the upgrade",
+        crate::VERSION,
+        by.as_deref().map(|v| format!("webhookd {v}")).unwrap_or_else(|| "a newer webhookd".into())
     )]
-    SchemaTooNew { found: i32, known: i32 },
+    SchemaTooNew {
+        found: i32,
+        known: i32,
+        /// The webhookd version that applied `found`, when recorded.
+        by: Option<String>,
+    },
     #[error("the database has no webhookd schema yet; run `webhookd migrate`")]
     NotMigrated,
     #[error("invalid store url: {0}")]

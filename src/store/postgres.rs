@@ -451,7 +451,11 @@ impl PgInner {
             .map_err(map_err)?;
         let known = migrations::latest(POSTGRES);
         match v {
-            v if v > known => Err(StoreError::SchemaTooNew { found: v, known }),
+            v if v > known => Err(StoreError::SchemaTooNew {
+                found: v,
+                known,
+                by: applied_by(&mut c, v),
+            }),
             v if v < known => Err(StoreError::NotMigrated),
             _ => Ok(()),
         }
@@ -768,6 +772,7 @@ impl Store for PgStore {
             return Err(StoreError::SchemaTooNew {
                 found: current,
                 known,
+                by: applied_by(&mut client, current),
             });
         }
         let mut applied = 0;
@@ -779,10 +784,17 @@ impl Store for PgStore {
             };
             let mut tx = client.transaction().map_err(fail)?;
             tx.batch_execute(m.sql).map_err(fail)?;
-            tx.execute(
-                "INSERT INTO webhookd_schema (version, name) VALUES ($1, $2)",
-                &[&m.version, &m.name],
-            )
+            if m.version >= migrations::APPLIED_BY_SINCE {
+                tx.execute(
+                    "INSERT INTO webhookd_schema (version, name, applied_by) VALUES ($1, $2, $3)",
+                    &[&m.version, &m.name, &crate::VERSION],
+                )
+            } else {
+                tx.execute(
+                    "INSERT INTO webhookd_schema (version, name) VALUES ($1, $2)",
+                    &[&m.version, &m.name],
+                )
+            }
             .map_err(fail)?;
             tx.commit().map_err(fail)?;
             applied += 1;
@@ -980,4 +992,15 @@ fn where_sql(conds: Vec<String>) -> String {
     } else {
         conds.join(" AND ")
     }
+}
+
+/// Who applied migration `version` (None when not recorded or unreadable).
+fn applied_by(c: &mut postgres::Client, version: i32) -> Option<String> {
+    c.query_opt(
+        "SELECT applied_by FROM webhookd_schema WHERE version = $1",
+        &[&version],
+    )
+    .ok()
+    .flatten()
+    .and_then(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
 }

@@ -213,6 +213,11 @@ impl Spool {
         &self.path
     }
 
+    /// Most events it holds (store.spool_max_events at start).
+    pub fn capacity(&self) -> usize {
+        self.max_events
+    }
+
     /// Events waiting to be moved into PostgreSQL.
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)

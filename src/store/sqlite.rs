@@ -94,6 +94,17 @@ impl SqliteStore {
         Ok(conn)
     }
 
+    /// Who applied migration `version` (None when not recorded).
+    fn applied_by(conn: &Connection, version: i32) -> Option<String> {
+        conn.query_row(
+            "SELECT applied_by FROM webhookd_schema WHERE version = ?1",
+            [version],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .ok()
+        .flatten()
+    }
+
     fn schema_version(conn: &Connection) -> Result<Option<i32>, StoreError> {
         let exists: bool = conn
             .query_row(
@@ -219,6 +230,7 @@ impl Store for SqliteStore {
             return Err(StoreError::SchemaTooNew {
                 found: current,
                 known,
+                by: SqliteStore::applied_by(&tx, current),
             });
         }
         let mut applied = 0;
@@ -228,10 +240,17 @@ impl Store for SqliteStore {
                 name: m.name,
                 message: e.to_string(),
             })?;
-            tx.execute(
-                "INSERT INTO webhookd_schema (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                params![m.version, m.name, to_micros(SystemTime::now())],
-            )
+            if m.version >= migrations::APPLIED_BY_SINCE {
+                tx.execute(
+                    "INSERT INTO webhookd_schema (version, name, applied_at, applied_by) VALUES (?1, ?2, ?3, ?4)",
+                    params![m.version, m.name, to_micros(SystemTime::now()), crate::VERSION],
+                )
+            } else {
+                tx.execute(
+                    "INSERT INTO webhookd_schema (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                    params![m.version, m.name, to_micros(SystemTime::now())],
+                )
+            }
             .map_err(map_err)?;
             applied += 1;
         }
@@ -248,7 +267,11 @@ impl Store for SqliteStore {
         match SqliteStore::schema_version(&conn)? {
             None => Err(StoreError::NotMigrated),
             Some(v) if v < known => Err(StoreError::NotMigrated),
-            Some(v) if v > known => Err(StoreError::SchemaTooNew { found: v, known }),
+            Some(v) if v > known => Err(StoreError::SchemaTooNew {
+                found: v,
+                known,
+                by: SqliteStore::applied_by(&conn, v),
+            }),
             Some(_) => Ok(()),
         }
     }

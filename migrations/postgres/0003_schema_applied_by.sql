@@ -1,0 +1,3 @@
+-- Which webhookd applied each migration, so a binary that finds the schema
+-- too new can say which version to install again.
+ALTER TABLE webhookd_schema ADD COLUMN IF NOT EXISTS applied_by text;
