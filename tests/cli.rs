@@ -198,7 +198,7 @@ fn a_newer_schema_is_refused_and_left_untouched() {
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(69), "{args:?}: {err}");
         assert!(
-            err.contains("database schema version 99 is newer than this webhookd knows (3")
+            err.contains("database schema version 99 is newer than this webhookd knows (4")
                 && err.contains("migrated by webhookd 9.9.9")
                 && err.contains("install that version (or newer) again"),
             "{args:?}: {err}"

@@ -570,5 +570,54 @@ fn replay_needs_token_and_same_origin(kind: Kind) {
     assert_eq!(results[0][4], "400");
     assert!(results[0][5].contains("400"), "{results:?}");
     assert_eq!(results[1][3], "done");
+    assert_eq!(results[1][4], "200", "a success keeps its status too");
+    assert_eq!(results[1][5], "", "no error on success");
+    drop(d);
+}
+
+/// Each attempt keeps what the command printed, on failure and on success,
+/// apart from the error.
+#[test]
+fn attempts_keep_the_command_output() {
+    let env = Env::new("console-output");
+    let secret = env.write("secret", SECRET);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = config(&addr, &env.sqlite_url(), &secret, "")
+        + "[hooks.action]\ntype = \"exec\"\nshell = true\n\
+           command = ['echo \"out-$WEBHOOK_ATTEMPT <b>\"; echo err-line >&2; test \"$WEBHOOK_ATTEMPT\" -ge 2']\n\
+           [hooks.retry]\ninitial_delay = \"100ms\"\nmax_delay = \"200ms\"\n\
+           [delivery]\npoll_interval = \"100ms\"\n";
+    let d = Daemon::start(&env, &cfg, &[]);
+    let r = d.post("gh", "out-1", b"{}");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    wait_state(&env.sqlite_url(), "out-1", "done", Duration::from_secs(10));
+    let page = get(&addr, &format!("/ui/events/{id}"));
+    let doc = Html::parse_document(&page.text());
+    assert_intact(&doc, "event page with command output");
+    let rows: Vec<Vec<String>> = doc
+        .select(&sel("table.attempts tbody tr"))
+        .map(|tr| tr.select(&sel("td")).map(|c| c.text().collect()).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0][3], "retry");
+    assert!(
+        rows[0][5].contains("exit"),
+        "the error names the exit: {rows:?}"
+    );
+    assert!(
+        !rows[0][5].contains("out-1"),
+        "the error is apart from the output: {rows:?}"
+    );
+    assert!(
+        rows[0][6].contains("out-1 <b>") && rows[0][6].contains("err-line"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[1][3], "done");
+    assert_eq!(rows[1][5], "");
+    assert!(
+        rows[1][6].contains("out-2 <b>"),
+        "a success keeps its output: {rows:?}"
+    );
     drop(d);
 }

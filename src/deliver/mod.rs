@@ -368,18 +368,22 @@ type FinishJob = (
     tokio::sync::oneshot::Sender<Result<bool, crate::store::StoreError>>,
 );
 
-/// When an attempt ran and how long it took, kept with its result for the
-/// console (`Store::record_attempts`).
-#[derive(Debug, Clone, Copy)]
+/// When an attempt ran, how long it took and what the target or command
+/// said, kept with its result for the console (`Store::record_attempts`).
+#[derive(Debug, Clone)]
 pub struct AttemptLog {
     pub attempt: i32,
     pub started_at: std::time::SystemTime,
     pub duration: Duration,
+    /// Forward: the status the target answered, also on success.
+    pub target_status: Option<u16>,
+    /// Exec and job: stdout, then stderr (each within `delivery.output_limit`).
+    pub output: Vec<u8>,
+    pub truncated: bool,
 }
 
-/// The record of an attempt. The target's status is read back from the
-/// error text `forward` writes ("target answered 503 ..."); a success has
-/// no error and so no recorded status.
+/// The record of an attempt: the error apart from the output, so a
+/// successful command's output is kept too.
 fn attempt_record(
     id: &str,
     d: &crate::store::Disposition,
@@ -387,23 +391,26 @@ fn attempt_record(
     worker: &str,
 ) -> crate::store::AttemptRecord {
     use crate::store::Disposition;
-    let (result, output) = match d {
+    let (result, error) = match d {
         Disposition::Done => ("done", None),
         Disposition::Retry { error, .. } => ("retry", Some(error.clone())),
         Disposition::Dead { error } => ("dead", Some(error.clone())),
     };
-    let target_status = output
-        .as_deref()
-        .and_then(|e| e.strip_prefix("target answered "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse::<i32>().ok());
+    let output = (!log.output.is_empty()).then(|| {
+        let mut s = String::from_utf8_lossy(&log.output).into_owned();
+        if log.truncated {
+            s.push_str("\n[output truncated at delivery.output_limit]");
+        }
+        s
+    });
     crate::store::AttemptRecord {
         event_id: id.to_string(),
         attempt: log.attempt,
         started_at: log.started_at,
         duration_us: i64::try_from(log.duration.as_micros()).unwrap_or(i64::MAX),
         result: result.to_string(),
-        target_status,
+        target_status: log.target_status.map(i32::from),
+        error,
         output,
         worker: worker.to_string(),
     }

@@ -271,6 +271,15 @@ async fn deliver_one<C: Context>(
     let started = Instant::now();
     let started_at = SystemTime::now();
     let (attempt, first) = attempt(&app, &route, &ev).await;
+    let elapsed = started.elapsed();
+    let log = super::AttemptLog {
+        attempt: ev.attempts,
+        started_at,
+        duration: elapsed,
+        target_status: first.target_status,
+        output: first.output.clone(),
+        truncated: first.truncated,
+    };
     // A request waiting for this event's first attempt gets its result;
     // later attempts are nobody's business but the queue's.
     if ev.attempts == 1 {
@@ -282,7 +291,6 @@ async fn deliver_one<C: Context>(
             let _ = tx.send(super::FirstResult { ok, error, ..first });
         }
     }
-    let elapsed = started.elapsed();
     let now = SystemTime::now();
     app.delivery().breakers.record(
         &action.target,
@@ -352,11 +360,6 @@ async fn deliver_one<C: Context>(
             log::error!("{head} result=dead-letter error={error:?}");
         }
     }
-    let log = super::AttemptLog {
-        attempt: ev.attempts,
-        started_at,
-        duration: elapsed,
-    };
     match finisher.finish(ev.id.clone(), disposition, log).await {
         Ok(true) => {}
         Ok(false) => log::warn!(

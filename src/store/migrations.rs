@@ -26,6 +26,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "schema_applied_by",
         sql: include_str!("../../migrations/postgres/0003_schema_applied_by.sql"),
     },
+    Migration {
+        version: 4,
+        name: "attempt_error",
+        sql: include_str!("../../migrations/postgres/0004_attempt_error.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -43,6 +48,11 @@ pub const SQLITE: &[Migration] = &[
         version: 3,
         name: "schema_applied_by",
         sql: include_str!("../../migrations/sqlite/0003_schema_applied_by.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "attempt_error",
+        sql: include_str!("../../migrations/sqlite/0004_attempt_error.sql"),
     },
 ];
 

@@ -306,7 +306,10 @@ pub struct AttemptRecord {
     pub result: String,
     /// The HTTP status the target answered, when it answered.
     pub target_status: Option<i32>,
-    /// The error, or what the target or command said.
+    /// What went wrong, for an attempt that failed.
+    pub error: Option<String>,
+    /// What the command printed (stdout, then stderr) or the target
+    /// answered, bounded by `delivery.output_limit`; also on success.
     pub output: Option<String>,
     pub worker: String,
 }

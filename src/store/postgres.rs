@@ -681,8 +681,8 @@ impl PgInner {
             .map_err(map_err)?;
         let st = tx
             .prepare(
-                "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM events WHERE id = $1)",
+                "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker, error) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM events WHERE id = $1)",
             )
             .map_err(map_err)?;
         for a in items {
@@ -697,6 +697,7 @@ impl PgInner {
                     &a.target_status,
                     &a.output,
                     &a.worker,
+                    &a.error,
                 ],
             )
             .map_err(map_err)?;
@@ -708,7 +709,7 @@ impl PgInner {
         let mut c = self.conn()?;
         let rows = c
             .query(
-                "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker \
+                "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker, error \
                  FROM attempts WHERE event_id = $1 ORDER BY started_at",
                 &[&event_id],
             )
@@ -724,6 +725,7 @@ impl PgInner {
                     target_status: r.try_get(5).map_err(map_err)?,
                     output: r.try_get(6).map_err(map_err)?,
                     worker: r.try_get(7).map_err(map_err)?,
+                    error: r.try_get(8).map_err(map_err)?,
                 })
             })
             .collect()

@@ -514,8 +514,8 @@ impl Store for SqliteStore {
             {
                 let mut st = tx
                     .prepare_cached(
-                        "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker) \
-                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM events WHERE id = ?1)",
+                        "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker, error) \
+                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM events WHERE id = ?1)",
                     )
                     .map_err(map_err)?;
                 for a in items {
@@ -527,7 +527,8 @@ impl Store for SqliteStore {
                         a.result,
                         a.target_status,
                         a.output,
-                        a.worker
+                        a.worker,
+                        a.error
                     ])
                     .map_err(map_err)?;
                 }
@@ -540,7 +541,7 @@ impl Store for SqliteStore {
         self.with_conn(|conn| {
             let mut st = conn
                 .prepare_cached(
-                    "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker \
+                    "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker, error \
                      FROM attempts WHERE event_id = ?1 ORDER BY started_at, rowid",
                 )
                 .map_err(map_err)?;
@@ -555,6 +556,7 @@ impl Store for SqliteStore {
                         target_status: r.get(5)?,
                         output: r.get(6)?,
                         worker: r.get(7)?,
+                        error: r.get(8)?,
                     })
                 })
                 .map_err(map_err)?;

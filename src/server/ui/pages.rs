@@ -333,16 +333,20 @@ pub fn event(app: &App, e: &EventRecord, attempts: &[AttemptRecord], token: &str
     if attempts.is_empty() {
         s.push_str("<p class=\"muted\">No attempts recorded.</p>");
     } else {
-        s.push_str("<table class=\"attempts\"><thead><tr><th>#</th><th>started (UTC)</th><th>duration</th><th>result</th><th>target status</th><th>output</th></tr></thead><tbody>");
+        s.push_str("<table class=\"attempts\"><thead><tr><th>#</th><th>started (UTC)</th><th>duration</th><th>result</th><th>target status</th><th>error</th><th>output</th></tr></thead><tbody>");
         for a in attempts {
+            let output = match a.output.as_deref() {
+                Some(o) => format!("<pre class=\"output\">{}</pre>", esc(o)),
+                None => String::new(),
+            };
             let _ = write!(
                 s,
-                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{:.1} ms</td><td><span class=\"badge {r}\">{r}</span></td><td class=\"num\">{}</td><td class=\"err\">{}</td></tr>",
+                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{:.1} ms</td><td><span class=\"badge {r}\">{r}</span></td><td class=\"num\">{}</td><td class=\"err\">{}</td><td>{output}</td></tr>",
                 a.attempt,
                 esc(&time(a.started_at)),
                 a.duration_us as f64 / 1000.0,
                 a.target_status.map(|c| c.to_string()).unwrap_or_default(),
-                esc(a.output.as_deref().unwrap_or("")),
+                esc(a.error.as_deref().unwrap_or("")),
                 r = esc(&a.result),
             );
         }
