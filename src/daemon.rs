@@ -193,6 +193,9 @@ async fn serve(
     if let Some(tls) = &app.tls {
         tls.log_state(std::time::SystemTime::now());
     }
+    if let Some(pair) = &app.live().server_tls {
+        set_tls_expiry(&app.metrics, pair);
+    }
 
     let server = http::Server::start(app.clone(), sockets, http_opts);
     let (deliver_stop, deliver_stop_rx) = tokio::sync::watch::channel(None);
@@ -349,7 +352,10 @@ fn try_reload(app: &App) -> Result<Vec<String>, ReloadError> {
         notes.push("log.target and log.format changes take effect after a restart".to_string());
     }
     match (&app.tls, &new.server_tls) {
-        (Some(tls), Some(pair)) => tls.install(pair.clone()),
+        (Some(tls), Some(pair)) => {
+            tls.install(pair.clone());
+            set_tls_expiry(&app.metrics, pair);
+        }
         (Some(_), None) => notes.push(
             "removing [server.tls] takes effect after a restart; the certificate loaded before keeps serving"
                 .to_string(),
@@ -360,6 +366,15 @@ fn try_reload(app: &App) -> Result<Vec<String>, ReloadError> {
     crate::systemd::journal::set_level(n.log.level);
     app.replace_live(new);
     Ok(notes)
+}
+
+fn set_tls_expiry(m: &crate::metrics::Metrics, pair: &crate::tls::server::Loaded) {
+    let secs = pair
+        .not_after()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    m.tls_expiry.set(secs);
 }
 
 /// Keep STATUS= current so `systemctl status` shows live counters.

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub deliveries_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub breaker_state: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub retention_deleted: Counter,
+    /// The HTTPS listener's certificate's notAfter (Unix seconds), 0 without TLS.
+    pub tls_expiry: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Attempts that delivered, and that failed (retry or dead letter), all
     /// hooks together: unregistered totals for the console's chart.
     pub delivered_total: Counter<u64, AtomicU64>,
@@ -214,6 +216,12 @@ impl Metrics {
             "1 when /readyz answers 200 (store reachable or spooling, not draining, every hook usable)",
             ready.clone(),
         );
+        let tls_expiry = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the HTTPS listener's certificate expires (Unix time); 0 without [server.tls]",
+            tls_expiry.clone(),
+        );
         let last_reload_ok = Gauge::default();
         last_reload_ok.set(1);
         registry.register(
@@ -272,6 +280,7 @@ impl Metrics {
             deliveries_in_flight,
             breaker_state,
             retention_deleted,
+            tls_expiry,
             delivered_total: Counter::default(),
             failed_total: Counter::default(),
             store_refused,

@@ -276,6 +276,23 @@ fn serves_deliveries_over_tls_on_an_activated_socket() {
     );
 }
 
+/// Days from now to webhookd_tls_certificate_expiry_timestamp_seconds, rounded.
+fn expiry_days(admin: &str) -> i64 {
+    let m = request(admin, "GET", "/metrics", &[], b"").unwrap().text();
+    let v: i64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("webhookd_tls_certificate_expiry_timestamp_seconds "))
+        .unwrap_or_else(|| panic!("no expiry metric in {m}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    ((v - now) as f64 / 86_400.0).round() as i64
+}
+
 #[test]
 fn renewal_by_reload_keeps_connections_and_a_broken_one_is_refused() {
     let env = Env::new("tls-reload");
@@ -288,6 +305,11 @@ fn renewal_by_reload_keeps_connections_and_a_broken_one_is_refused() {
     let cfg = client_config(&ca.cert_pem, None);
     let der_first = certs(&first.cert_pem)[0].as_ref().to_vec();
     assert_eq!(peer_cert(&web, "localhost", cfg.clone()), der_first);
+    assert_eq!(
+        expiry_days(&admin),
+        90,
+        "the expiry metric names the served certificate"
+    );
 
     // A keep-alive session open across the renewal.
     let mut open = connect(&web, "localhost", cfg.clone()).unwrap();
@@ -300,6 +322,7 @@ fn renewal_by_reload_keeps_connections_and_a_broken_one_is_refused() {
     wait_reloads(&admin, "ok", 1.0, &d);
     let der_renewed = certs(&renewed.cert_pem)[0].as_ref().to_vec();
     assert_eq!(peer_cert(&web, "localhost", cfg.clone()), der_renewed);
+    assert_eq!(expiry_days(&admin), 180, "the metric follows the renewal");
     // The open connection was not dropped: it still serves.
     assert_eq!(keepalive_request(&mut open, "ka-2", b"{}").status, 202);
 
@@ -318,6 +341,11 @@ fn renewal_by_reload_keeps_connections_and_a_broken_one_is_refused() {
     assert_eq!(keepalive_request(&mut open, "ka-3", b"{}").status, 202);
     let st = request(&admin, "GET", "/status", &[], b"").unwrap().json();
     assert_eq!(st["config"]["last_reload"]["ok"], false, "{st}");
+    assert_eq!(
+        expiry_days(&admin),
+        180,
+        "a refused renewal leaves the metric alone"
+    );
 
     // An unreadable key is refused too, naming the file.
     std::fs::write(env.path("cert.pem"), &renewed.cert_pem).unwrap();

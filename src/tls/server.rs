@@ -64,6 +64,11 @@ impl Loaded {
 }
 
 impl Loaded {
+    /// The certificate's notAfter, for the expiry metric.
+    pub fn not_after(&self) -> SystemTime {
+        self.validity.not_after
+    }
+
     /// One line for check-config: which certificate, for whom, until when.
     pub fn describe(&self) -> String {
         format!(
