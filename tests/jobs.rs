@@ -200,6 +200,14 @@ fn job_timeout_kills_the_group_and_ends_the_wrapper() {
     let err = v["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("timed out after 800ms"), "{v}");
     assert!(err.contains("output: started"), "{v}");
+    assert_job_processes_gone(&env);
+    let jl = job.log_text();
+    assert!(jl.contains("process group killed"), "{jl}");
+}
+
+/// The wrapper and the job's grandchild (their PIDs written by the job
+/// into "wrapper" and "grandchild") are gone within 5 s.
+fn assert_job_processes_gone(env: &Env) {
     let read_pid = |f: &str| -> i32 {
         std::fs::read_to_string(env.path(f))
             .unwrap()
@@ -217,8 +225,6 @@ fn job_timeout_kills_the_group_and_ends_the_wrapper() {
         "the job's grandchild {grandchild} survived"
     );
     assert!(!alive(wrapper), "the wrapper {wrapper} did not exit");
-    let jl = job.log_text();
-    assert!(jl.contains("process group killed"), "{jl}");
 }
 
 #[test]
@@ -246,23 +252,7 @@ fn shutdown_past_the_drain_stops_the_job_and_requeues_the_event() {
         ("pending".into(), 0)
     );
     // ... and the job's processes are gone (the connection closed).
-    let read_pid = |f: &str| -> i32 {
-        std::fs::read_to_string(env.path(f))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (wrapper, grandchild) = (read_pid("wrapper"), read_pid("grandchild"));
-    let start = Instant::now();
-    while (alive(wrapper) || alive(grandchild)) && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        !alive(grandchild),
-        "the job's grandchild {grandchild} survived"
-    );
-    assert!(!alive(wrapper), "the wrapper {wrapper} did not exit");
+    assert_job_processes_gone(&env);
     assert!(
         job.log_text().contains("webhookd closed the connection"),
         "{}",

@@ -157,6 +157,27 @@ pub struct Captured {
     pub truncated: bool,
 }
 
+/// An exec or job action's `args`, `env` and `files`, read from the stored
+/// event (headers, body, ids) as the request view saw them.
+pub(crate) fn stored_values(
+    values: &ExecValues,
+    content_type: Option<&str>,
+    ev: &Claimed,
+) -> Result<crate::payload::values::Resolved, crate::payload::values::ValueError> {
+    let view = RequestView::from_stored(
+        ev.headers.0.iter().cloned(),
+        &ev.body,
+        Meta {
+            event: Some(ev.event_type.clone()),
+            delivery: Some(ev.delivery_id.clone()),
+            hook: Some(ev.hook_id.clone()),
+            id: Some(ev.id.clone()),
+        },
+    )
+    .with_content_type(content_type);
+    values.resolve(&view)
+}
+
 pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
     run_captured(a, ev).await.0
 }
@@ -165,22 +186,9 @@ pub async fn run(a: &ExecAction, ev: &Claimed) -> Attempt {
 pub async fn run_captured(a: &ExecAction, ev: &Claimed) -> (Attempt, Captured) {
     // Values come from the stored event, so every attempt and every replay
     // gets the same; one that is missing will stay missing: a dead letter.
-    let values = {
-        let view = RequestView::from_stored(
-            ev.headers.0.iter().cloned(),
-            &ev.body,
-            Meta {
-                event: Some(ev.event_type.clone()),
-                delivery: Some(ev.delivery_id.clone()),
-                hook: Some(ev.hook_id.clone()),
-                id: Some(ev.id.clone()),
-            },
-        )
-        .with_content_type(a.payload_content_type.as_deref());
-        match a.values.resolve(&view) {
-            Ok(v) => v,
-            Err(e) => return (Attempt::permanent(e.to_string()), Captured::default()),
-        }
+    let values = match stored_values(&a.values, a.payload_content_type.as_deref(), ev) {
+        Ok(v) => v,
+        Err(e) => return (Attempt::permanent(e.to_string()), Captured::default()),
     };
     let (_files, file_env) = match write_files(ev, &values.files) {
         Ok(f) => f,

@@ -16,7 +16,6 @@ use super::exec::Captured;
 use super::Attempt;
 use crate::job::{self, Exit, Request, TAG_EXIT, TAG_STDERR, TAG_STDOUT};
 use crate::payload::values::{ExecValues, Resolved};
-use crate::payload::{Meta, RequestView};
 use crate::store::Claimed;
 
 /// A resolved job action.
@@ -138,22 +137,10 @@ pub async fn run(a: &JobAction, ev: &Claimed) -> Attempt {
 /// Run once; also return what the job printed (for `respond = "after_action"`).
 pub async fn run_captured(a: &JobAction, ev: &Claimed) -> (Attempt, Captured) {
     // The same values an exec action's command gets, from the stored event.
-    let values = {
-        let view = RequestView::from_stored(
-            ev.headers.0.iter().cloned(),
-            &ev.body,
-            Meta {
-                event: Some(ev.event_type.clone()),
-                delivery: Some(ev.delivery_id.clone()),
-                hook: Some(ev.hook_id.clone()),
-                id: Some(ev.id.clone()),
-            },
-        )
-        .with_content_type(a.payload_content_type.as_deref());
-        match a.values.resolve(&view) {
-            Ok(v) => v,
-            Err(e) => return (Attempt::permanent(e.to_string()), Captured::default()),
-        }
+    let values = match super::exec::stored_values(&a.values, a.payload_content_type.as_deref(), ev)
+    {
+        Ok(v) => v,
+        Err(e) => return (Attempt::permanent(e.to_string()), Captured::default()),
     };
     let mut out = Output::default();
     let attempt = attempt(a, ev, values, &mut out).await;

@@ -222,15 +222,8 @@ pub fn exec_values(
     match a {
         ActionConfig::Exec {
             args, env, files, ..
-        } => crate::payload::values::ExecValues::compile(
-            &crate::payload::values::ExecValuesSpec {
-                args: args.clone(),
-                env: env.clone(),
-                files: files.clone(),
-            },
-            "action",
-        ),
-        ActionConfig::Job {
+        }
+        | ActionConfig::Job {
             args, env, files, ..
         } => crate::payload::values::ExecValues::compile(
             &crate::payload::values::ExecValuesSpec {
