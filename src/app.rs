@@ -29,8 +29,9 @@ pub struct Hook {
     pub counters: HookCounters,
     /// IP allowlist and rate limit (src/rules.rs).
     pub rules: crate::rules::HookRules,
-    /// What the dispatcher does with this hook's events (None: store only).
-    pub route: Option<Arc<Route>>,
+    /// What the dispatcher does with this hook's events, one route per
+    /// action in the hook's order (empty: store only).
+    pub routes: Vec<Arc<Route>>,
     /// Payload rule and handshake (src/payload/).
     pub payload: crate::check::PayloadParts,
     /// Custom answers for accepted, duplicate and ignored requests.
@@ -104,30 +105,49 @@ impl Live {
             } else {
                 None
             };
-            let action = match h
-                .action
-                .as_ref()
-                .map(|a| build_action(a, config.delivery.output_limit))
-            {
-                None => None,
-                Some(Ok(mut a)) => {
-                    match &mut a.kind {
-                        crate::deliver::ActionKind::Exec(e) => {
-                            e.payload_content_type = h.payload_content_type.clone()
+            let mut routes = Vec::new();
+            for (index, spec) in h.action_specs().into_iter().enumerate() {
+                let built = build_action(spec.action, config.delivery.output_limit)
+                    .and_then(|mut a| {
+                        let values = crate::deliver::exec_values(spec.action, &spec.key())
+                            .map_err(|e| Invalid::new(e.key, e.message))?;
+                        match &mut a.kind {
+                            crate::deliver::ActionKind::Exec(e) => {
+                                e.payload_content_type = h.payload_content_type.clone();
+                                e.values = values;
+                            }
+                            crate::deliver::ActionKind::Job(j) => {
+                                j.payload_content_type = h.payload_content_type.clone();
+                                j.values = values;
+                            }
+                            crate::deliver::ActionKind::Forward { .. } => {}
                         }
-                        crate::deliver::ActionKind::Job(j) => {
-                            j.payload_content_type = h.payload_content_type.clone()
-                        }
-                        crate::deliver::ActionKind::Forward { .. } => {}
+                        Ok(a)
+                    })
+                    .map_err(|e| Invalid::new(spec.rekey(&e.key), e.message))
+                    .and_then(|a| {
+                        let when = crate::deliver::Condition::compile(
+                            &spec,
+                            h.payload_content_type.as_deref(),
+                        )?;
+                        Ok((a, when))
+                    });
+                match built {
+                    Ok((action, when)) => routes.push(Arc::new(Route {
+                        hook_id: h.id.clone(),
+                        action_id: spec.id.to_string(),
+                        index,
+                        action,
+                        retry: spec.retry.clone(),
+                        breaker: spec.breaker.clone(),
+                        when,
+                    })),
+                    Err(e) if strict => return Err(e.in_hook(&h.id)),
+                    Err(e) => {
+                        problem.get_or_insert(format!("{}: {}", e.key, e.message));
                     }
-                    Some(a)
                 }
-                Some(Err(e)) if strict => return Err(e.in_hook(&h.id)),
-                Some(Err(e)) => {
-                    problem.get_or_insert(format!("{}: {}", e.key, e.message));
-                    None
-                }
-            };
+            }
             if !errors.is_empty() && !secrets.is_empty() {
                 log::warn!(
                     "hook {}: {} of {} secrets unusable: {}",
@@ -156,14 +176,7 @@ impl Live {
                         h.respond_deadline
                             .unwrap_or(crate::config::DEFAULT_RESPOND_DEADLINE)
                     }),
-                    route: action.map(|action| {
-                        Arc::new(Route {
-                            hook_id: h.id.clone(),
-                            action,
-                            retry: h.retry.clone(),
-                            breaker: h.breaker.clone(),
-                        })
-                    }),
+                    routes,
                 }),
             );
         }
@@ -283,9 +296,9 @@ impl crate::deliver::Context for App {
         let mut routes: Vec<Arc<Route>> = live
             .hooks
             .values()
-            .filter_map(|h| h.route.clone())
+            .flat_map(|h| h.routes.iter().cloned())
             .collect();
-        routes.sort_by(|a, b| a.hook_id.cmp(&b.hook_id));
+        routes.sort_by(|a, b| a.hook_id.cmp(&b.hook_id).then(a.index.cmp(&b.index)));
         routes
     }
     fn settings(&self) -> DeliveryConfig {

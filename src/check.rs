@@ -46,8 +46,9 @@ pub fn payload_parts(h: &HookConfig) -> Result<PayloadParts, Invalid> {
         }),
         None => None,
     };
-    if let Some(a) = &h.action {
-        crate::deliver::exec_values(a).map_err(rule_error)?;
+    for spec in h.action_specs() {
+        crate::deliver::exec_values(spec.action, &spec.key()).map_err(rule_error)?;
+        crate::deliver::Condition::compile(&spec, h.payload_content_type.as_deref())?;
     }
     Ok(PayloadParts { rule, handshake })
 }

@@ -30,7 +30,9 @@ COMMANDS:
     events list [--hook ID] [--state STATE] [--limit N] [--json]
                               list stored events, newest first
     events show ID [--body]   show one event (with --body: write the raw body to stdout)
-    events replay ID          deliver an event again, from attempt 1
+    events replay ID [--action A]
+                              deliver an event again, from attempt 1 (every
+                              action, or only action A; the others are not re-run)
     job-run [--args] [--env NAME]... [--] COMMAND [ARG]...
                               the ExecStart= of a webhook-job-NAME@.service
                               (run by systemd per connection; docs/jobs.md)
@@ -40,9 +42,11 @@ COMMANDS:
                               webhookd TOML on stdout; inline secrets go to 0600 files in
                               DIR; what cannot be converted is listed on stderr (exit 78
                               unless --allow-partial)
-    dead-letters list [--hook ID] [--since T] [--until T] [--limit N] [--json]
-    dead-letters retry (ID | --all) [--hook ID] [--since T] [--until T]
-                              queue dead letters for delivery again
+    dead-letters list [--hook ID] [--action A] [--since T] [--until T] [--limit N] [--json]
+                              one row per dead (event, action) delivery
+    dead-letters retry (ID | --all) [--hook ID] [--action A] [--since T] [--until T]
+                              queue dead deliveries again (only the dead
+                              actions of each event run again)
                               (T: a duration ago such as 2h, or an RFC 3339 time)
 
 OPTIONS:
@@ -88,9 +92,11 @@ pub enum Command {
     },
     EventsReplay {
         id: String,
+        action: Option<String>,
     },
     DeadList {
         hook: Option<String>,
+        action: Option<String>,
         since: Option<SystemTime>,
         until: Option<SystemTime>,
         limit: usize,
@@ -99,6 +105,7 @@ pub enum Command {
     DeadRetry {
         id: Option<String>,
         hook: Option<String>,
+        action: Option<String>,
         since: Option<SystemTime>,
         until: Option<SystemTime>,
     },
@@ -176,6 +183,7 @@ fn usage(msg: impl Into<String>) -> CliError {
 #[derive(Debug, Default)]
 struct Flags {
     hook: Option<String>,
+    action: Option<String>,
     event: Option<String>,
     delivery: Option<String>,
     state: Option<EventState>,
@@ -242,6 +250,7 @@ fn read_args(
             Short('h') | Long("help") => return Ok(Some(Command::Help)),
             Short('V') | Long("version") => return Ok(Some(Command::Version)),
             Long("hook") => f.hook = Some(p.value().map_err(bad)?.string().map_err(bad)?),
+            Long("action") => f.action = Some(p.value().map_err(bad)?.string().map_err(bad)?),
             Long("event") => f.event = Some(p.value().map_err(bad)?.string().map_err(bad)?),
             Long("delivery") => f.delivery = Some(p.value().map_err(bad)?.string().map_err(bad)?),
             Long("state") => {
@@ -299,7 +308,10 @@ fn parse_events(words: &[&str], f: Flags) -> Result<Command, CliError> {
             id: id.to_string(),
             body: f.body,
         },
-        ["replay", id] => Command::EventsReplay { id: id.to_string() },
+        ["replay", id] => Command::EventsReplay {
+            id: id.to_string(),
+            action: f.action,
+        },
         _ => {
             return Err(usage(
                 "expected `events list`, `events show ID` or `events replay ID`",
@@ -313,6 +325,7 @@ fn parse_dead_letters(words: &[&str], f: Flags) -> Result<Command, CliError> {
         ["list"] => Command::DeadList {
             limit: f.limit(),
             hook: f.hook,
+            action: f.action,
             since: f.since,
             until: f.until,
             json: f.json,
@@ -320,12 +333,14 @@ fn parse_dead_letters(words: &[&str], f: Flags) -> Result<Command, CliError> {
         ["retry", id] if !f.all => Command::DeadRetry {
             id: Some(id.to_string()),
             hook: f.hook,
+            action: f.action,
             since: f.since,
             until: f.until,
         },
         ["retry"] if f.all => Command::DeadRetry {
             id: None,
             hook: f.hook,
+            action: f.action,
             since: f.since,
             until: f.until,
         },
@@ -393,9 +408,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             json,
         } => events_list(&path, hook, state, limit, json),
         Command::EventsShow { id, body } => events_show(&path, &id, body),
-        Command::EventsReplay { id } => events_replay(&path, &id),
+        Command::EventsReplay { id, action } => events_replay(&path, &id, action),
         Command::DeadList {
             hook,
+            action,
             since,
             until,
             limit,
@@ -409,11 +425,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 until,
                 limit,
             },
+            action,
             json,
         ),
         Command::DeadRetry {
             id,
             hook,
+            action,
             since,
             until,
         } => dead_retry(
@@ -424,6 +442,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 hook_id: hook,
                 since,
                 until,
+                action_id: action,
             },
         ),
     }
@@ -475,7 +494,10 @@ fn check_config(path: &Path) -> Result<(), CliError> {
     // A job's socket is made by systemd, not by us: say when it is missing
     // (not an error: the socket may be enabled after the config is written).
     for h in &live.config.hooks {
-        if let Some(crate::config::ActionConfig::Job { name, socket, .. }) = &h.action {
+        for spec in h.action_specs() {
+            let crate::config::ActionConfig::Job { name, socket, .. } = spec.action else {
+                continue;
+            };
             let sock = socket
                 .clone()
                 .unwrap_or_else(|| crate::job::default_socket(name));
@@ -508,24 +530,39 @@ fn events_list(
     print_list(&rows, json)
 }
 
-fn events_replay(path: &Path, id: &str) -> Result<(), CliError> {
+fn events_replay(path: &Path, id: &str, action: Option<String>) -> Result<(), CliError> {
     let (cfg, s) = open_existing_with_config(path)?;
     let rec = s
         .get(id)?
         .ok_or_else(|| CliError::NotFound(format!("no event with id {id}")))?;
-    let has_action = cfg
-        .hooks
-        .iter()
-        .any(|h| h.id == rec.hook_id && h.action.is_some());
-    if !has_action {
+    let hook = cfg.hooks.iter().find(|h| h.id == rec.hook_id);
+    let configured: Vec<String> = hook
+        .map(|h| h.action_specs().iter().map(|a| a.id.to_string()).collect())
+        .unwrap_or_default();
+    if configured.is_empty() {
         return Err(CliError::Secrets(format!(
             "hook {} has no action configured; there is nothing to replay it to",
             rec.hook_id
         )));
     }
+    if let Some(a) = &action {
+        if !configured.contains(a) {
+            return Err(CliError::NotFound(format!(
+                "hook {} has no action {a:?} (its actions: {})",
+                rec.hook_id,
+                configured.join(", ")
+            )));
+        }
+        if !s.deliveries(id)?.iter().any(|d| &d.action_id == a) {
+            return Err(CliError::NotFound(format!(
+                "event {id} has no delivery for action {a:?} (its condition did not match when the event was fanned out)"
+            )));
+        }
+    }
     let n = s.replay(
         &store::ReplayFilter {
             id: Some(id.to_string()),
+            action_id: action.clone(),
             ..Default::default()
         },
         SystemTime::now(),
@@ -535,14 +572,65 @@ fn events_replay(path: &Path, id: &str) -> Result<(), CliError> {
             "event {id} is being delivered right now; try again when it is done"
         )));
     }
-    println!("event {id} queued for delivery");
+    match action {
+        Some(a) => println!("event {id} queued for delivery to action {a}"),
+        None => println!("event {id} queued for delivery"),
+    }
     Ok(())
 }
 
-fn dead_list(path: &Path, q: ListQuery, json: bool) -> Result<(), CliError> {
+fn dead_list(
+    path: &Path,
+    q: ListQuery,
+    action: Option<String>,
+    json: bool,
+) -> Result<(), CliError> {
     let s = open_existing(path)?;
     let rows = s.list(&q)?;
-    print_list(&rows, json)
+    // One row per dead delivery: an event whose forward died but whose
+    // exec ran shows only the forward.
+    let mut dead = Vec::new();
+    for r in rows {
+        for d in s.deliveries(&r.id)? {
+            if d.state == EventState::Dead && action.as_ref().is_none_or(|a| a == &d.action_id) {
+                dead.push((r.clone(), d));
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v: Vec<_> = dead
+            .iter()
+            .map(|(r, d)| {
+                let mut v = record_json(r, false);
+                v["action"] = d.action_id.clone().into();
+                v["attempts"] = d.attempts.into();
+                v["last_error"] = d.last_error.clone().into();
+                v
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string(&v).unwrap_or_default())?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<26}  {:<20}  {:<16}  {:<16}  {:<16}  {:>8}  ERROR",
+        "ID", "RECEIVED", "HOOK", "ACTION", "EVENT", "ATTEMPTS"
+    )?;
+    for (r, d) in dead {
+        writeln!(
+            out,
+            "{:<26}  {:<20}  {:<16}  {:<16}  {:<16}  {:>8}  {}",
+            r.id,
+            humantime::format_rfc3339_seconds(r.received_at).to_string(),
+            r.hook_id,
+            d.action_id,
+            r.event_type,
+            d.attempts,
+            d.last_error.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(())
 }
 
 fn dead_retry(path: &Path, f: store::ReplayFilter) -> Result<(), CliError> {
@@ -567,14 +655,36 @@ fn events_show(path: &Path, id: &str, body: bool) -> Result<(), CliError> {
         return Ok(());
     }
     let mut v = record_json(&rec, true);
-    if let Some(crate::config::ActionConfig::Job { name, .. }) = cfg
-        .hooks
-        .iter()
-        .find(|h| h.id == rec.hook_id)
-        .and_then(|h| h.action.as_ref())
-    {
-        v["journal"] = crate::job::journal_hint(name, &rec.id).into();
+    let hook = cfg.hooks.iter().find(|h| h.id == rec.hook_id);
+    let specs = hook.map(|h| h.action_specs()).unwrap_or_default();
+    let mut deliveries = Vec::new();
+    for d in s.deliveries(id)? {
+        let spec = specs.iter().find(|a| a.id == d.action_id);
+        let mut dv = serde_json::json!({
+            "action": d.action_id,
+            "state": d.state.as_str(),
+            "attempts": d.attempts,
+            "next_attempt_at": humantime::format_rfc3339_seconds(d.next_attempt_at).to_string(),
+            "last_error": d.last_error,
+            "configured": spec.is_some(),
+        });
+        match spec.map(|a| a.action) {
+            None => {
+                dv["note"] = "action no longer configured: this delivery is not run".into();
+            }
+            Some(crate::config::ActionConfig::Job { name, .. }) => {
+                let hint = crate::job::journal_hint(name, &rec.id);
+                v["journal"] = hint.clone().into();
+                dv["journal"] = hint.into();
+            }
+            Some(_) => {}
+        }
+        deliveries.push(dv);
     }
+    if deliveries.is_empty() && rec.state == EventState::Done {
+        v["note"] = "no action matched this event".into();
+    }
+    v["deliveries"] = deliveries.into();
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     Ok(())
 }

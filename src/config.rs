@@ -532,9 +532,14 @@ pub struct HookConfig {
     /// Client addresses (CIDRs or single IPs) allowed to call this hook.
     #[serde(default)]
     pub allow_ips: Option<Vec<String>>,
-    /// What to do with stored events (none: keep them only).
+    /// What to do with stored events (none: keep them only). The same as
+    /// one `[[hooks.actions]]` entry with id `default`.
     #[serde(default)]
     pub action: Option<ActionConfig>,
+    /// Several actions, each delivered on its own (fan-out); not together
+    /// with `action`.
+    #[serde(default)]
+    pub actions: Vec<ActionEntry>,
     /// Retry policy of the action.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -704,6 +709,103 @@ pub struct HandshakeConfig {
     pub echo: String,
     #[serde(default)]
     pub json_field: Option<String>,
+}
+
+/// `[[hooks.actions]]`: one of several actions of a hook, with its own id,
+/// condition, retries and breaker (each defaults to the hook's).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActionEntry {
+    /// Unique within the hook: `[a-z0-9_-]{1,64}`; kept with each delivery.
+    pub id: String,
+    /// Deliver only events that match (the payload-rules language).
+    #[serde(default)]
+    pub rule: Option<RuleSpec>,
+    /// Deliver only events of these types.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// Replaces the hook's `[hooks.retry]` for this action.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// Replaces the hook's `[hooks.breaker]` for this action.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    /// `type` and the fields of that type, as in `[hooks.action]`.
+    #[serde(flatten)]
+    pub action: ActionConfig,
+}
+
+/// One action of a hook as the rest of the program sees it, whichever
+/// way it was written.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionSpec<'a> {
+    pub id: &'a str,
+    /// Where it is in the hook, for messages: `action` or `actions[N]`.
+    pub index: Option<usize>,
+    pub action: &'a ActionConfig,
+    pub rule: Option<&'a RuleSpec>,
+    pub events: Option<&'a [String]>,
+    pub retry: &'a RetryConfig,
+    pub breaker: &'a BreakerConfig,
+}
+
+impl ActionSpec<'_> {
+    /// The key prefix of this action's fields: `action` or `actions[N]`.
+    pub fn key(&self) -> String {
+        match self.index {
+            None => "action".into(),
+            Some(i) => format!("actions[{i}]"),
+        }
+    }
+
+    /// Rewrite a key relative to `action.` (as the builders report it) to
+    /// this action's place.
+    pub fn rekey(&self, key: &str) -> String {
+        match key.strip_prefix("action") {
+            Some(rest) if rest.is_empty() || rest.starts_with('.') => {
+                format!("{}{rest}", self.key())
+            }
+            _ => key.to_string(),
+        }
+    }
+}
+
+/// The implicit id of a hook's single `[hooks.action]`.
+pub const DEFAULT_ACTION_ID: &str = "default";
+
+impl HookConfig {
+    /// The hook's actions in order: its `[hooks.action]` (id `default`), or
+    /// its `[[hooks.actions]]`.
+    pub fn action_specs(&self) -> Vec<ActionSpec<'_>> {
+        if let Some(a) = &self.action {
+            return vec![ActionSpec {
+                id: DEFAULT_ACTION_ID,
+                index: None,
+                action: a,
+                rule: None,
+                events: None,
+                retry: &self.retry,
+                breaker: &self.breaker,
+            }];
+        }
+        self.actions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ActionSpec {
+                id: &e.id,
+                index: Some(i),
+                action: &e.action,
+                rule: e.rule.as_ref(),
+                events: e.events.as_deref(),
+                retry: e.retry.as_ref().unwrap_or(&self.retry),
+                breaker: e.breaker.as_ref().unwrap_or(&self.breaker),
+            })
+            .collect()
+    }
+
+    /// Does the hook act on its events (store them `pending`)?
+    pub fn has_actions(&self) -> bool {
+        self.action.is_some() || !self.actions.is_empty()
+    }
 }
 
 /// `[hooks.action]`: forward to an HTTP target, or run a command.
@@ -1110,10 +1212,10 @@ fn validate_responses(h: &HookConfig) -> Result<(), (String, String)> {
             ));
         }
     }
-    if h.respond == Respond::AfterAction && h.action.is_none() {
+    if h.respond == Respond::AfterAction && !h.has_actions() {
         return Err((
             "respond".into(),
-            "\"after_action\" needs an [hooks.action] to wait for".into(),
+            "\"after_action\" needs an [hooks.action] (or [[hooks.actions]]) to wait for".into(),
         ));
     }
     if h.respond_error_output && h.respond != Respond::AfterAction {
@@ -1465,29 +1567,74 @@ impl Config {
             if h.body_limit == Some(0) {
                 return Err(invalid(key("body_limit"), "must be at least 1".into()));
             }
-            if let Some(a) = &h.action {
-                validate_action(a).map_err(|(k, m)| invalid(key(&format!("action.{k}")), m))?;
+            if h.action.is_some() && !h.actions.is_empty() {
+                return Err(invalid(
+                    key("actions"),
+                    "a hook has either one [hooks.action] or a list of [[hooks.actions]], not both: \
+                     move the single action into the list (give it an id, e.g. \"default\" to keep its deliveries)"
+                        .into(),
+                ));
             }
-            if let Some(ActionConfig::Forward {
-                url,
-                max_connections,
-                ..
-            }) = &h.action
-            {
-                let origin = forward_origin(url);
-                match targets.get(&origin) {
-                    Some((j, n)) if n != max_connections => {
+            let mut action_ids = HashSet::new();
+            for spec in h.action_specs() {
+                let akey = |k: &str| key(&format!("{}.{k}", spec.key()));
+                if spec.index.is_some() {
+                    let ok = !spec.id.is_empty()
+                        && spec.id.len() <= 64
+                        && spec.id.bytes().all(|b| {
+                            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                        });
+                    if !ok {
                         return Err(invalid(
-                            key("action.max_connections"),
-                            format!(
-                                "hooks[{j}] forwards to the same target {origin} with max_connections = {n}; the limit is per target, so give the same value"
-                            ),
-                        ))
+                            akey("id"),
+                            format!("expected 1-64 of a-z 0-9 _ - (kept with each delivery), got {:?}", spec.id),
+                        ));
                     }
-                    Some(_) => {}
-                    None => {
-                        targets.insert(origin, (i, *max_connections));
+                    if !action_ids.insert(spec.id) {
+                        return Err(invalid(
+                            akey("id"),
+                            format!("duplicate action id {:?} in this hook", spec.id),
+                        ));
                     }
+                    if let Some(ev) = spec.events {
+                        if ev.is_empty() {
+                            return Err(invalid(
+                                akey("events"),
+                                "an empty list matches nothing: remove the action, or the key".into(),
+                            ));
+                        }
+                    }
+                }
+                validate_action(spec.action).map_err(|(k, m)| invalid(akey(k), m))?;
+                if let ActionConfig::Forward {
+                    url,
+                    max_connections,
+                    ..
+                } = spec.action
+                {
+                    let origin = forward_origin(url);
+                    match targets.get(&origin) {
+                        Some((j, n)) if n != max_connections => {
+                            return Err(invalid(
+                                akey("max_connections"),
+                                format!(
+                                    "hooks[{j}] forwards to the same target {origin} with max_connections = {n}; the limit is per target, so give the same value"
+                                ),
+                            ))
+                        }
+                        Some(_) => {}
+                        None => {
+                            targets.insert(origin, (i, *max_connections));
+                        }
+                    }
+                }
+                if spec.retry.max_attempts == 0 {
+                    let k = if std::ptr::eq(spec.retry, &h.retry) {
+                        key("retry.max_attempts")
+                    } else {
+                        akey("retry.max_attempts")
+                    };
+                    return Err(invalid(k, "must be at least 1".into()));
                 }
             }
             if h.retry.max_attempts == 0 {

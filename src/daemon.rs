@@ -486,6 +486,11 @@ fn spawn_store_monitor(app: Arc<App>, stop: Arc<AtomicBool>) -> std::thread::Joi
                     if let Ok(mut g) = app.delivery.counts.lock() {
                         *g = c;
                     }
+                    if let Ok(a) = app.store.action_counts() {
+                        if let Ok(mut g) = app.delivery.action_counts.lock() {
+                            *g = a;
+                        }
+                    }
                 }
                 Err(e) => app.writer.status.set_error(&e),
             }

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub rejected_total: Counter<u64, AtomicU64>,
     pub ignored_total: Counter<u64, AtomicU64>,
     deliveries: Family<Labels, Counter>,
+    action_deliveries: Family<Labels, Counter>,
+    /// Deliveries per (hook, action) by state (pending, delivering, dead).
+    pub action_queue: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub delivery_seconds: Histogram,
     pub delivery_latency_seconds: Histogram,
     pub events: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -143,6 +146,18 @@ impl Metrics {
             "deliveries",
             "Delivery attempts per hook by result (done, retry, dead)",
             deliveries.clone(),
+        );
+        let action_deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "action_deliveries",
+            "Delivery attempts per hook and action by result (done, retry, dead)",
+            action_deliveries.clone(),
+        );
+        let action_queue = Family::<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        registry.register(
+            "action_queue",
+            "Deliveries in the store per hook and action by state (pending, delivering, dead)",
+            action_queue.clone(),
         );
         let delivery_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
@@ -274,6 +289,8 @@ impl Metrics {
             rejected_total,
             ignored_total,
             deliveries,
+            action_deliveries,
+            action_queue,
             delivery_seconds,
             delivery_latency_seconds,
             events,
@@ -308,6 +325,18 @@ impl Metrics {
     }
 
     /// A gauge of a labelled family, set.
+    /// One attempt's result for (hook, action); both ids come from the
+    /// config, so the label values are bounded.
+    pub fn action_result(&self, hook: &str, action: &str, result: &str) {
+        self.action_deliveries
+            .get_or_create(&vec![
+                ("hook".to_string(), hook.to_string()),
+                ("action".to_string(), action.to_string()),
+                ("result".to_string(), result.to_string()),
+            ])
+            .inc();
+    }
+
     pub fn set_labeled(
         family: &Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
         key: &str,

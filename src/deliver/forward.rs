@@ -207,6 +207,7 @@ mod tests {
             headers: crate::store::Headers::from_json(r#"[["content-type","application/json"],["x-github-event","push"],["x-forwarded-for","1.2.3.4"],["host","x"],["authorization","no"]]"#).unwrap(),
             body: Bytes::from_static(b"{\"a\":1}"),
             attempts: 3,
+            action_id: "default".into(),
         }
     }
 

@@ -25,13 +25,83 @@ use crate::metrics::Metrics;
 use crate::store::{Counts, Store};
 use exec::ExecAction;
 
-/// A hook with an action, as the dispatcher sees it.
+/// One action of a hook, as the dispatcher sees it: each has its own
+/// deliveries, slots, retries and breaker.
 #[derive(Debug)]
 pub struct Route {
     pub hook_id: String,
+    /// `default` for a hook's single `[hooks.action]`.
+    pub action_id: String,
+    /// Place in the hook's list (the dispatcher fans out in this order).
+    pub index: usize,
     pub action: HookAction,
     pub retry: RetryConfig,
     pub breaker: BreakerConfig,
+    /// Which events this action gets.
+    pub when: Condition,
+}
+
+impl Route {
+    /// The key of this action's slots: hook and action id.
+    pub fn slot_key(&self) -> String {
+        format!("{}/{}", self.hook_id, self.action_id)
+    }
+}
+
+/// An action's condition: its `rule` and `events`, checked against the
+/// stored event when it is fanned out.
+#[derive(Debug, Clone, Default)]
+pub struct Condition {
+    pub rule: Option<crate::payload::Rule>,
+    pub events: Option<std::collections::HashSet<String>>,
+    /// The hook's `payload_content_type`, for reading the body.
+    pub content_type: Option<String>,
+}
+
+impl Condition {
+    /// Compile an action's condition; an error's key is relative to the
+    /// hook (`actions[1].rule.regex`).
+    pub fn compile(
+        spec: &crate::config::ActionSpec<'_>,
+        content_type: Option<&str>,
+    ) -> Result<Condition, Invalid> {
+        let rule = match spec.rule {
+            Some(r) => Some(
+                crate::payload::Rule::compile(r, &format!("{}.rule", spec.key()))
+                    .map_err(|e| Invalid::new(e.key, e.message))?,
+            ),
+            None => None,
+        };
+        Ok(Condition {
+            rule,
+            events: spec.events.map(|v| v.iter().cloned().collect()),
+            content_type: content_type.map(String::from),
+        })
+    }
+
+    /// Does the stored event `ev` get this action?
+    pub fn matches(&self, ev: &crate::store::Claimed) -> bool {
+        if let Some(types) = &self.events {
+            if !types.contains(&ev.event_type) {
+                return false;
+            }
+        }
+        let Some(rule) = &self.rule else {
+            return true;
+        };
+        let view = crate::payload::view::RequestView::from_stored(
+            ev.headers.0.iter().cloned(),
+            &ev.body,
+            crate::payload::view::Meta {
+                event: Some(ev.event_type.clone()),
+                delivery: Some(ev.delivery_id.clone()),
+                hook: Some(ev.hook_id.clone()),
+                id: Some(ev.id.clone()),
+            },
+        )
+        .with_content_type(self.content_type.as_deref());
+        rule.check(&view).is_ok()
+    }
 }
 
 /// What the dispatcher needs from the daemon (implemented by `app::App`),
@@ -40,7 +110,8 @@ pub trait Context: Send + Sync + 'static {
     fn store(&self) -> &Arc<dyn Store>;
     fn delivery(&self) -> &DeliveryState;
     fn metrics(&self) -> &Metrics;
-    /// Hooks that have an action, sorted by id, as configured now.
+    /// Every action of every hook, sorted by hook id then place in the
+    /// hook, as configured now.
     fn routes(&self) -> Vec<Arc<Route>>;
     /// `[delivery]` as configured now.
     fn settings(&self) -> DeliveryConfig;
@@ -184,7 +255,7 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
                 workdir: workdir.clone(),
                 timeout: *timeout,
                 output_limit,
-                values: exec_values(a).map_err(|e| Invalid::new(e.key, e.message))?,
+                values: exec_values(a, "action").map_err(|e| Invalid::new(e.key, e.message))?,
                 payload_content_type: None,
                 pass_env: pass_env.clone(),
             }),
@@ -206,7 +277,7 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
                     .unwrap_or_else(|| crate::job::default_socket(name)),
                 timeout: *timeout,
                 output_limit,
-                values: exec_values(a).map_err(|e| Invalid::new(e.key, e.message))?,
+                values: exec_values(a, "action").map_err(|e| Invalid::new(e.key, e.message))?,
                 payload_content_type: None,
             }),
             concurrency: *concurrency,
@@ -215,9 +286,11 @@ pub fn build_action(a: &ActionConfig, output_limit: usize) -> Result<HookAction,
     })
 }
 
-/// An exec action's `args`, `env` and `files`, compiled (empty for forward).
+/// An exec action's `args`, `env` and `files`, compiled (empty for
+/// forward); `prefix` is the action's key in the hook (`action`, `actions[1]`).
 pub fn exec_values(
     a: &ActionConfig,
+    prefix: &str,
 ) -> Result<crate::payload::values::ExecValues, crate::payload::RuleError> {
     match a {
         ActionConfig::Exec {
@@ -231,7 +304,7 @@ pub fn exec_values(
                 env: env.clone(),
                 files: files.clone(),
             },
-            "action",
+            prefix,
         ),
         ActionConfig::Forward { .. } => Ok(Default::default()),
     }
@@ -282,8 +355,15 @@ pub struct DeliveryState {
     pub inflight_total: AtomicUsize,
     /// Last queue counts read from the store.
     pub counts: Mutex<Counts>,
+    /// Last per-action counts read from the store.
+    pub action_counts: Mutex<Vec<crate::store::ActionCounts>>,
     /// Requests waiting for an event's first attempt (`respond = "after_action"`).
     waiters: Mutex<HashMap<String, tokio::sync::oneshot::Sender<FirstResult>>>,
+}
+
+/// The key of a request waiting for the first attempt of (event, action).
+fn waiter_key(id: &str, action: &str) -> String {
+    format!("{id}\n{action}")
 }
 
 /// What an event's first attempt produced, for a request that waits for it.
@@ -312,11 +392,35 @@ impl DeliveryState {
     pub fn forget_first(&self, id: &str) {
         if let Ok(mut w) = self.waiters.lock() {
             w.remove(id);
+            // Retargeted to an action at fan-out (see `retarget_first`).
+            let prefix = format!("{id}\n");
+            w.retain(|k, _| !k.starts_with(&prefix));
         }
     }
 
-    fn take_first(&self, id: &str) -> Option<tokio::sync::oneshot::Sender<FirstResult>> {
-        self.waiters.lock().ok()?.remove(id)
+    fn take_first(&self, key: &str) -> Option<tokio::sync::oneshot::Sender<FirstResult>> {
+        self.waiters.lock().ok()?.remove(key)
+    }
+
+    /// At fan-out: a request waiting for event `id` waits for the first
+    /// attempt of its first action (`actions[0]` if it matched, else the
+    /// first that did); with no action matched it is answered at once.
+    fn retarget_first(&self, id: &str, first_action: Option<&str>) {
+        let Ok(mut w) = self.waiters.lock() else {
+            return;
+        };
+        let Some(tx) = w.remove(id) else { return };
+        match first_action {
+            Some(a) => {
+                w.insert(waiter_key(id, a), tx);
+            }
+            None => {
+                let _ = tx.send(FirstResult {
+                    ok: true,
+                    ..Default::default()
+                });
+            }
+        }
     }
 
     pub fn inflight(&self, hook: &str) -> usize {
@@ -345,6 +449,13 @@ impl DeliveryState {
     pub fn counts(&self) -> Counts {
         self.counts.lock().map(|c| *c).unwrap_or_default()
     }
+
+    pub fn action_counts(&self) -> Vec<crate::store::ActionCounts> {
+        self.action_counts
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// Results of attempts are recorded in batches, one transaction for all
@@ -355,7 +466,7 @@ pub struct Finisher {
 }
 
 type FinishJob = (
-    String,
+    crate::store::DeliveryKey,
     crate::store::Disposition,
     AttemptLog,
     tokio::sync::oneshot::Sender<Result<bool, crate::store::StoreError>>,
@@ -378,7 +489,7 @@ pub struct AttemptLog {
 /// The record of an attempt: the error apart from the output, so a
 /// successful command's output is kept too.
 fn attempt_record(
-    id: &str,
+    (id, action): &crate::store::DeliveryKey,
     d: &crate::store::Disposition,
     log: &AttemptLog,
     worker: &str,
@@ -406,6 +517,7 @@ fn attempt_record(
         error,
         output,
         worker: worker.to_string(),
+        action_id: action.clone(),
     }
 }
 
@@ -464,7 +576,7 @@ impl Finisher {
     /// Record one result; resolves once it is committed.
     pub async fn finish(
         &self,
-        id: String,
+        id: crate::store::DeliveryKey,
         d: crate::store::Disposition,
         log: AttemptLog,
     ) -> Result<bool, crate::store::StoreError> {

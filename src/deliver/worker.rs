@@ -1,6 +1,7 @@
-//! The dispatcher: claims due events hook by hook (respecting each hook's
-//! concurrency and its target's circuit breaker) and runs one task per
-//! event. Woken when a new event is stored or a slot frees up, and every
+//! The dispatcher: fans new events of each hook out into one delivery per
+//! matching action, then claims due deliveries action by action (respecting
+//! each action's concurrency and its target's circuit breaker) and runs one
+//! task per delivery. Woken when a new event is stored or a slot frees up, and every
 //! `poll_interval` otherwise (retries coming due, other instances' events).
 
 use std::sync::Arc;
@@ -14,6 +15,9 @@ use crate::store::{Claimed, Disposition};
 
 /// Most events claimed in one statement.
 const CLAIM_MAX: usize = 64;
+
+/// Most events fanned out in one transaction.
+const FAN_OUT_MAX: usize = 256;
 
 /// A name for this process in `leased_by`, unique across hosts and restarts.
 pub fn worker_id() -> String {
@@ -106,9 +110,46 @@ async fn dispatch<C: Context>(
     }
     let margin = app.settings().lease_margin;
     let mut more = false;
-    for route in app.routes() {
+    let routes = app.routes();
+    // Fan out first, hook by hook: new events get their deliveries (the
+    // actions whose condition matches, evaluated on the stored event with
+    // the config of now), in one transaction per batch.
+    let mut start = 0;
+    while start < routes.len() {
+        let hook_id = routes[start].hook_id.clone();
+        let end = routes[start..]
+            .iter()
+            .position(|r| r.hook_id != hook_id)
+            .map_or(routes.len(), |n| start + n);
+        let hook_routes: Vec<Arc<Route>> = routes[start..end].to_vec();
+        start = end;
+        let store = app.store().clone();
+        let pick: crate::store::FanOutPick = Arc::new(move |ev| {
+            hook_routes
+                .iter()
+                .filter(|r| r.when.matches(ev))
+                .map(|r| r.action_id.clone())
+                .collect()
+        });
+        let hook = hook_id.clone();
+        let fanned = tokio::task::spawn_blocking(move || {
+            store.fan_out(&hook, FAN_OUT_MAX, SystemTime::now(), pick)
+        })
+        .await
+        .map_err(|e| crate::store::StoreError::Query(e.to_string().into()))??;
+        more |= fanned.len() == FAN_OUT_MAX;
+        for f in &fanned {
+            if f.actions.is_empty() {
+                log::info!("deliver hook={hook_id} id={} result=done actions=0 (no action matched)", f.event_id);
+            }
+            app.delivery()
+                .retarget_first(&f.event_id, f.actions.first().map(String::as_str));
+        }
+    }
+    for route in routes {
         let action = &route.action;
-        let inflight = app.delivery().inflight(&route.hook_id);
+        let slot_key = route.slot_key();
+        let inflight = app.delivery().inflight(&slot_key);
         let free = action.concurrency.saturating_sub(inflight);
         // Claim in batches: wait for a quarter of the slots to free up
         // (unless idle), so one claim transaction serves several events.
@@ -126,7 +167,11 @@ async fn dispatch<C: Context>(
             continue;
         }
         let store = app.store().clone();
-        let (hook_id, w) = (route.hook_id.clone(), worker.to_string());
+        let (hook_id, action_id, w) = (
+            route.hook_id.clone(),
+            route.action_id.clone(),
+            worker.to_string(),
+        );
         let lease = action.timeout.saturating_add(margin);
         let claimed = tokio::task::spawn_blocking(move || {
             let now = SystemTime::now();
@@ -135,7 +180,7 @@ async fn dispatch<C: Context>(
                 .checked_add(lease)
                 .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365)))
                 .unwrap_or(now);
-            store.claim(&hook_id, want, &w, now, until)
+            store.claim(&hook_id, &action_id, want, &w, now, until)
         })
         .await
         .map_err(|e| crate::store::StoreError::Query(e.to_string().into()))??;
@@ -144,7 +189,7 @@ async fn dispatch<C: Context>(
             app.delivery()
                 .breakers
                 .begin(&action.target, Instant::now());
-            let slot = Slot::take(app.clone(), &route.hook_id);
+            let slot = Slot::take(app.clone(), &slot_key);
             tasks.spawn(deliver_one(slot, route.clone(), ev, finisher.clone()));
         }
     }
@@ -283,7 +328,10 @@ async fn deliver_one<C: Context>(
     // A request waiting for this event's first attempt gets its result;
     // later attempts are nobody's business but the queue's.
     if ev.attempts == 1 {
-        if let Some(tx) = app.delivery().take_first(&ev.id) {
+        if let Some(tx) = app
+            .delivery()
+            .take_first(&super::waiter_key(&ev.id, &ev.action_id))
+        {
             let (ok, error) = match &attempt {
                 Attempt::Ok => (true, None),
                 Attempt::Fail { error, .. } => (false, Some(error.clone())),
@@ -335,8 +383,9 @@ async fn deliver_one<C: Context>(
     let m = app.metrics();
     m.delivery_seconds.observe(elapsed.as_secs_f64());
     let head = format!(
-        "deliver hook={} id={} delivery={} attempt={} duration_ms={:.1}",
+        "deliver hook={} action={} id={} delivery={} attempt={} duration_ms={:.1}",
         route.hook_id,
+        route.action_id,
         ev.id,
         ev.delivery_id,
         ev.attempts,
@@ -345,6 +394,7 @@ async fn deliver_one<C: Context>(
     match &disposition {
         Disposition::Done => {
             m.delivery_result(&route.hook_id, "done");
+            m.action_result(&route.hook_id, &route.action_id, "done");
             if let Ok(lat) = now.duration_since(ev.received_at) {
                 m.delivery_latency_seconds.observe(lat.as_secs_f64());
             }
@@ -352,24 +402,31 @@ async fn deliver_one<C: Context>(
         }
         Disposition::Retry { at, error } => {
             m.delivery_result(&route.hook_id, "retry");
+            m.action_result(&route.hook_id, &route.action_id, "retry");
             let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
             log::warn!("{head} result=retry in={wait:.1?} error={error:?}");
         }
         Disposition::Dead { error } => {
             m.delivery_result(&route.hook_id, "dead");
+            m.action_result(&route.hook_id, &route.action_id, "dead");
             log::error!("{head} result=dead-letter error={error:?}");
         }
     }
-    match finisher.finish(ev.id.clone(), disposition, log).await {
+    match finisher
+        .finish((ev.id.clone(), ev.action_id.clone()), disposition, log)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => log::warn!(
-            "deliver hook={} id={}: lease was lost before the result was recorded; another worker owns it now",
+            "deliver hook={} action={} id={}: lease was lost before the result was recorded; another worker owns it now",
             route.hook_id,
+            route.action_id,
             ev.id
         ),
         Err(e) => log::warn!(
-            "deliver hook={} id={}: cannot record the result ({e}); it will be delivered again when its lease expires",
+            "deliver hook={} action={} id={}: cannot record the result ({e}); it will be delivered again when its lease expires",
             route.hook_id,
+            route.action_id,
             ev.id
         ),
     }

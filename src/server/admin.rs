@@ -117,6 +117,20 @@ pub fn refresh_gauges(app: &App) {
     M::set_labeled(&m.events, "state", "pending", c.pending);
     M::set_labeled(&m.events, "state", "delivering", c.delivering);
     M::set_labeled(&m.events, "state", "dead", c.dead);
+    for a in app.delivery.action_counts() {
+        // Action ids come from the store (one no longer configured
+        // included): bounded like any other stored label.
+        let labels = |state: &str| {
+            vec![
+                ("hook".to_string(), crate::store::safe_label(&a.hook_id, 64).into_owned()),
+                ("action".to_string(), crate::store::safe_label(&a.action_id, 64).into_owned()),
+                ("state".to_string(), state.to_string()),
+            ]
+        };
+        m.action_queue.get_or_create(&labels("pending")).set(a.pending);
+        m.action_queue.get_or_create(&labels("delivering")).set(a.delivering);
+        m.action_queue.get_or_create(&labels("dead")).set(a.dead);
+    }
     m.deliveries_in_flight
         .set(app.delivery.inflight_total.load(Ordering::Relaxed) as i64);
     m.spool_events.set(spooled(app) as i64);
@@ -174,6 +188,28 @@ pub fn status_line(app: &App) -> String {
 /// schemes and problems (which name where a secret was looked for).
 pub fn status_json(app: &App) -> serde_json::Value {
     let live = app.live();
+    let counts = app.delivery.action_counts();
+    // Deliveries left for an action id the config no longer has: shown,
+    // never run (put the action back, or replay them to another by hand).
+    let unconfigured: Vec<_> = counts
+        .iter()
+        .filter(|c| {
+            !live
+                .hooks
+                .get(&c.hook_id)
+                .is_some_and(|h| h.routes.iter().any(|r| r.action_id == c.action_id))
+        })
+        .map(|c| {
+            json!({
+                "hook": crate::store::safe_label(&c.hook_id, 64),
+                "action": crate::store::safe_label(&c.action_id, 64),
+                "pending": c.pending,
+                "delivering": c.delivering,
+                "dead_letters": c.dead,
+                "note": "action no longer configured: these deliveries are not run",
+            })
+        })
+        .collect();
     let mut hooks: Vec<_> = live
         .hooks
         .values()
@@ -186,7 +222,18 @@ pub fn status_json(app: &App) -> serde_json::Value {
                 "ignored": h.counters.ignored.get(),
                 "ready": h.problem.is_none(),
                 "problem": h.problem,
-                "action": h.route.as_ref().map(|r| r.action.target.clone()),
+                "action": h.routes.first().map(|r| r.action.target.clone()),
+                "actions": h.routes.iter().map(|r| {
+                    let c = counts.iter().find(|c| c.hook_id == r.hook_id && c.action_id == r.action_id);
+                    json!({
+                        "id": r.action_id,
+                        "target": r.action.target,
+                        "in_flight": app.delivery.inflight(&r.slot_key()),
+                        "pending": c.map_or(0, |c| c.pending),
+                        "delivering": c.map_or(0, |c| c.delivering),
+                        "dead_letters": c.map_or(0, |c| c.dead),
+                    })
+                }).collect::<Vec<_>>(),
                 "accepted": h.counters.accepted.get(),
                 "duplicates": h.counters.duplicate.get(),
             })
@@ -237,6 +284,7 @@ pub fn status_json(app: &App) -> serde_json::Value {
             "pending": app.delivery.counts().pending,
             "delivering": app.delivery.counts().delivering,
             "dead_letters": app.delivery.counts().dead,
+            "unconfigured_actions": unconfigured,
             "breakers": app
                 .delivery
                 .breakers

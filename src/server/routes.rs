@@ -395,7 +395,7 @@ async fn process(
         received_at: SystemTime::now(),
         headers: kept_headers(hook, &parts.headers, query),
         body,
-        state: if hook.route.is_some() {
+        state: if !hook.routes.is_empty() {
             EventState::Pending
         } else {
             EventState::Stored
@@ -403,7 +403,7 @@ async fn process(
     };
     // respond = "after_action": listen for the first attempt before the
     // event can be claimed; it is still committed before anything runs.
-    let waiting = match (hook.respond_after, &hook.route) {
+    let waiting = match (hook.respond_after, hook.routes.first()) {
         (Some(deadline), Some(_)) => Some((deadline, app.delivery.wait_first(&new.id))),
         _ => None,
     };
@@ -449,8 +449,8 @@ fn after_action(
     first: crate::deliver::FirstResult,
 ) -> Answer {
     let exec = hook
-        .route
-        .as_ref()
+        .routes
+        .first()
         .is_some_and(|r| matches!(r.action.kind, crate::deliver::ActionKind::Exec(_)));
     let accepted = hook.response.accepted.as_ref();
     let mut headers: Vec<(http::HeaderName, HeaderValue)> = accepted
@@ -852,7 +852,7 @@ async fn store(app: &App, hook: &Hook, new: NewEvent, key: &str) -> Answer {
 
 /// 202 for a new event, stored or (PostgreSQL unreachable) spooled.
 fn accepted(app: &App, hook: &Hook, key: &str, id: String, spooled: bool) -> Answer {
-    if hook.route.is_some() {
+    if !hook.routes.is_empty() {
         app.delivery.wake.notify_one();
     }
     hook.counters.accepted.inc();

@@ -31,6 +31,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "attempt_error",
         sql: include_str!("../../migrations/postgres/0004_attempt_error.sql"),
     },
+    Migration {
+        version: 5,
+        name: "deliveries",
+        sql: include_str!("../../migrations/postgres/0005_deliveries.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -53,6 +58,11 @@ pub const SQLITE: &[Migration] = &[
         version: 4,
         name: "attempt_error",
         sql: include_str!("../../migrations/sqlite/0004_attempt_error.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "deliveries",
+        sql: include_str!("../../migrations/sqlite/0005_deliveries.sql"),
     },
 ];
 

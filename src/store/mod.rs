@@ -312,6 +312,47 @@ pub struct AttemptRecord {
     /// answered, bounded by `delivery.output_limit`; also on success.
     pub output: Option<String>,
     pub worker: String,
+    /// The action this attempt ran (`default` for a hook's single action).
+    pub action_id: String,
+}
+
+/// The implicit id of a hook's single `[hooks.action]`, and of the delivery
+/// that events stored before fan-out were migrated to.
+pub const DEFAULT_ACTION: &str = "default";
+
+/// One (event, action) delivery, as shown by `events show` and the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub event_id: String,
+    pub action_id: String,
+    pub hook_id: String,
+    /// Pending, delivering, done or dead.
+    pub state: EventState,
+    pub attempts: i32,
+    pub next_attempt_at: SystemTime,
+    pub last_error: Option<String>,
+}
+
+/// Deliveries per state of one (hook, action), for /status and /metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionCounts {
+    pub hook_id: String,
+    pub action_id: String,
+    pub pending: i64,
+    pub delivering: i64,
+    pub dead: i64,
+}
+
+/// Which actions an event not yet fanned out gets, decided by the caller
+/// (the dispatcher evaluates each action's condition with the current
+/// config): the ids, in the hook's order.
+pub type FanOutPick = std::sync::Arc<dyn Fn(&Claimed) -> Vec<String> + Send + Sync>;
+
+/// An event fanned out: the actions it got (empty: no action matched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FannedOut {
+    pub event_id: String,
+    pub actions: Vec<String>,
 }
 
 /// Which events to put back in the queue.
@@ -325,6 +366,8 @@ pub struct ReplayFilter {
     pub hook_id: Option<String>,
     pub since: Option<SystemTime>,
     pub until: Option<SystemTime>,
+    /// Only this action's deliveries (the others are not touched).
+    pub action_id: Option<String>,
 }
 
 /// An event leased to a worker for delivery.
@@ -339,6 +382,8 @@ pub struct Claimed {
     pub body: Bytes,
     /// Including this one.
     pub attempts: i32,
+    /// The action this lease is for (empty when fanning out).
+    pub action_id: String,
 }
 
 /// How a delivery attempt ended.
@@ -398,23 +443,36 @@ pub trait Store: Send + Sync + 'static {
     fn list(&self, q: &ListQuery) -> Result<Vec<EventRecord>, StoreError>;
     fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError>;
 
-    /// Lease up to `limit` due events of `hook_id` to `worker` until
-    /// `lease_until`: pending ones whose time has come, and delivering ones
-    /// whose lease ran out (their worker died). Counts the attempt.
+    /// Materialise the deliveries of up to `limit` events of `hook_id` not
+    /// yet fanned out, oldest first, in one transaction: `pick` names the
+    /// actions each gets. Idempotent and safe across instances: an event is
+    /// fanned out once, its deliveries keyed by (event, action).
+    fn fan_out(
+        &self,
+        hook_id: &str,
+        limit: usize,
+        now: SystemTime,
+        pick: FanOutPick,
+    ) -> Result<Vec<FannedOut>, StoreError>;
+    /// Lease up to `limit` due deliveries of (`hook_id`, `action_id`) to
+    /// `worker` until `lease_until`: pending ones whose time has come, and
+    /// delivering ones whose lease ran out (their worker died). Counts the
+    /// attempt.
     fn claim(
         &self,
         hook_id: &str,
+        action_id: &str,
         limit: usize,
         worker: &str,
         now: SystemTime,
         lease_until: SystemTime,
     ) -> Result<Vec<Claimed>, StoreError>;
-    /// Record the ends of attempts, `(event id, outcome)`, in one
-    /// transaction. For each: false if the lease was lost meanwhile.
+    /// Record the ends of attempts, `((event id, action id), outcome)`, in
+    /// one transaction. For each: false if the lease was lost meanwhile.
     fn finish(
         &self,
         worker: &str,
-        items: &[(String, Disposition)],
+        items: &[(DeliveryKey, Disposition)],
         now: SystemTime,
     ) -> Result<Vec<bool>, StoreError>;
     /// Give back every event `worker` still holds (graceful shutdown).
@@ -435,7 +493,14 @@ pub trait Store: Send + Sync + 'static {
     fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError>;
     /// The attempts of one event, oldest first.
     fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// The deliveries of one event, by action id.
+    fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Pending, delivering and dead deliveries per (hook, action).
+    fn action_counts(&self) -> Result<Vec<ActionCounts>, StoreError>;
 }
+
+/// (event id, action id).
+pub type DeliveryKey = (String, String);
 
 /// How a page query is run, decided once for both engines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -482,6 +547,29 @@ pub(crate) fn disposition_columns(
         Disposition::Done => ("done", None, None),
         Disposition::Retry { at, error } => ("pending", Some(*at), Some(error.as_str())),
         Disposition::Dead { error } => ("dead", None, Some(error.as_str())),
+    }
+}
+
+/// Add one (hook, action, state, count) row to a list of per-action counts.
+pub(crate) fn add_count(out: &mut Vec<ActionCounts>, hook: String, action: String, state: &str, n: i64) {
+    let i = match out
+        .iter()
+        .position(|c| c.hook_id == hook && c.action_id == action)
+    {
+        Some(i) => i,
+        None => {
+            out.push(ActionCounts {
+                hook_id: hook,
+                action_id: action,
+                ..Default::default()
+            });
+            out.len() - 1
+        }
+    };
+    match state {
+        "pending" => out[i].pending = n,
+        "delivering" => out[i].delivering = n,
+        _ => out[i].dead = n,
     }
 }
 

@@ -22,6 +22,7 @@ use super::{
     disposition_columns, Cause, Claimed, Counts, Disposition, EventState, Headers, ReplayFilter,
 };
 use super::{page_bounds, page_plan, AttemptRecord, Page, PagePlan, PageQuery};
+use super::{ActionCounts, DeliveryKey, DeliveryRecord, FanOutPick, FannedOut};
 use super::{redact_url, BatchSink, EventRecord, ListQuery, NewEvent, Outcome, Store, StoreError};
 use crate::config::StoreConfig;
 
@@ -490,9 +491,80 @@ impl PgInner {
         rows.iter().map(record).collect()
     }
 
+    pub(crate) fn fan_out(
+        &self,
+        hook_id: &str,
+        limit: usize,
+        now: SystemTime,
+        pick: &FanOutPick,
+    ) -> Result<Vec<FannedOut>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction().map_err(map_err)?;
+        // Nothing is acknowledged here: a fan-out lost in a crash is done
+        // again (the deliveries are keyed by (event, action)).
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .map_err(map_err)?;
+        // SKIP LOCKED: another instance fanning out the same hook takes
+        // other events; the row lock makes each event's fan-out happen once.
+        let rows = tx
+            .query(
+                "SELECT id, hook_id, delivery_id, event_type, received_at, headers, body FROM events \
+                 WHERE hook_id = $1 AND state = 'pending' AND NOT fanned_out ORDER BY id LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED",
+                &[&hook_id, &(limit as i64)],
+            )
+            .map_err(map_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut ev_ids: Vec<String> = Vec::new();
+        let mut act_ids: Vec<String> = Vec::new();
+        for r in &rows {
+            let ev = Claimed {
+                id: r.try_get(0).map_err(map_err)?,
+                hook_id: r.try_get(1).map_err(map_err)?,
+                delivery_id: r.try_get(2).map_err(map_err)?,
+                event_type: r.try_get(3).map_err(map_err)?,
+                received_at: r.try_get(4).map_err(map_err)?,
+                headers: Headers::from_json_lossy(r.try_get(5).map_err(map_err)?),
+                body: Bytes::from(r.try_get::<_, Vec<u8>>(6).map_err(map_err)?),
+                attempts: 0,
+                action_id: String::new(),
+            };
+            let actions = pick(&ev);
+            for a in &actions {
+                ev_ids.push(ev.id.clone());
+                act_ids.push(a.clone());
+            }
+            out.push(FannedOut {
+                event_id: ev.id,
+                actions,
+            });
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<String> = out.iter().map(|f| f.event_id.clone()).collect();
+        tx.execute(
+            "UPDATE events SET fanned_out = true, updated_at = $2 WHERE id = ANY($1)",
+            &[&ids, &now],
+        )
+        .map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO deliveries (event_id, action_id, hook_id, state, attempts, next_attempt_at, updated_at) \
+             SELECT u.e, u.a, $3, 'pending', 0, $4, $4 FROM unnest($1::text[], $2::text[]) AS u(e, a) \
+             ON CONFLICT (event_id, action_id) DO NOTHING",
+            &[&ev_ids, &act_ids, &hook_id, &now],
+        )
+        .map_err(map_err)?;
+        refresh(&mut tx, &ids, now, false)?;
+        tx.commit().map_err(map_err)?;
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn claim(
         &self,
         hook_id: &str,
+        action_id: &str,
         limit: usize,
         worker: &str,
         now: SystemTime,
@@ -505,26 +577,38 @@ impl PgInner {
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .map_err(map_err)?;
         // SKIP LOCKED: instances sharing the database never wait on, or
-        // take, each other's rows. Two index ranges: events whose worker
-        // died (lease expired), then due pending events, oldest first.
+        // take, each other's rows. Two index ranges: deliveries whose worker
+        // died (lease expired), then due pending ones, oldest first.
         let mut out: Vec<Claimed> = Vec::new();
         for pick in [
-            "SELECT id FROM events WHERE hook_id = $4 AND state = 'delivering' AND lease_until < $3 \
-             LIMIT $5 FOR UPDATE SKIP LOCKED",
-            "SELECT id FROM events WHERE hook_id = $4 AND state = 'pending' AND next_attempt_at <= $3 \
-             ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED",
+            "SELECT event_id FROM deliveries WHERE hook_id = $4 AND action_id = $6 AND state = 'delivering' \
+             AND lease_until < $3 LIMIT $5 FOR UPDATE SKIP LOCKED",
+            "SELECT event_id FROM deliveries WHERE hook_id = $4 AND action_id = $6 AND state = 'pending' \
+             AND next_attempt_at <= $3 ORDER BY next_attempt_at, event_id LIMIT $5 FOR UPDATE SKIP LOCKED",
         ] {
             let left = limit.saturating_sub(out.len());
             if left == 0 {
                 break;
             }
             let sql = format!(
-                "UPDATE events e SET state = 'delivering', lease_until = $1, leased_by = $2, \
-                 attempts = e.attempts + 1, updated_at = $3 FROM ({pick}) due WHERE e.id = due.id \
-                 RETURNING e.id, e.hook_id, e.delivery_id, e.event_type, e.received_at, e.headers, e.body, e.attempts"
+                "WITH leased AS (UPDATE deliveries d SET state = 'delivering', lease_until = $1, leased_by = $2, \
+                 attempts = d.attempts + 1, updated_at = $3 FROM ({pick}) due \
+                 WHERE d.event_id = due.event_id AND d.action_id = $6 RETURNING d.event_id, d.attempts) \
+                 SELECT e.id, e.hook_id, e.delivery_id, e.event_type, e.received_at, e.headers, e.body, l.attempts \
+                 FROM leased l JOIN events e ON e.id = l.event_id"
             );
             let rows = tx
-                .query(&sql, &[&lease_until, &worker, &now, &hook_id, &(left as i64)])
+                .query(
+                    &sql,
+                    &[
+                        &lease_until,
+                        &worker,
+                        &now,
+                        &hook_id,
+                        &(left as i64),
+                        &action_id,
+                    ],
+                )
                 .map_err(map_err)?;
             for r in &rows {
                 out.push(Claimed {
@@ -536,9 +620,12 @@ impl PgInner {
                     headers: Headers::from_json_lossy(r.try_get(5).map_err(map_err)?),
                     body: Bytes::from(r.try_get::<_, Vec<u8>>(6).map_err(map_err)?),
                     attempts: r.try_get(7).map_err(map_err)?,
+                    action_id: action_id.to_string(),
                 });
             }
         }
+        let ids: Vec<String> = out.iter().map(|c| c.id.clone()).collect();
+        refresh(&mut tx, &ids, now, true)?;
         tx.commit().map_err(map_err)?;
         out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
         Ok(out)
@@ -547,7 +634,7 @@ impl PgInner {
     pub(crate) fn finish(
         &self,
         worker: &str,
-        items: &[(String, Disposition)],
+        items: &[(DeliveryKey, Disposition)],
         now: SystemTime,
     ) -> Result<Vec<bool>, StoreError> {
         let mut c = self.conn()?;
@@ -557,46 +644,56 @@ impl PgInner {
             .map_err(map_err)?;
         let st = tx
             .prepare(
-                "UPDATE events SET state = $1, next_attempt_at = coalesce($2, next_attempt_at), last_error = $3, \
+                "UPDATE deliveries SET state = $1, next_attempt_at = coalesce($2, next_attempt_at), last_error = $3, \
                  lease_until = NULL, leased_by = NULL, updated_at = $4 \
-                 WHERE id = $5 AND leased_by = $6 AND state = 'delivering'",
+                 WHERE event_id = $5 AND action_id = $7 AND leased_by = $6 AND state = 'delivering'",
             )
             .map_err(map_err)?;
         let mut out = Vec::with_capacity(items.len());
-        for (id, d) in items {
+        for ((id, action), d) in items {
             let (state, at, error) = disposition_columns(d);
             let n = tx
-                .execute(&st, &[&state, &at, &error, &now, id, &worker])
+                .execute(&st, &[&state, &at, &error, &now, id, &worker, action])
                 .map_err(map_err)?;
             out.push(n == 1);
         }
+        let ids: Vec<String> = items.iter().map(|((id, _), _)| id.clone()).collect();
+        refresh(&mut tx, &ids, now, true)?;
         tx.commit().map_err(map_err)?;
         Ok(out)
     }
 
     pub(crate) fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError> {
         let mut c = self.conn()?;
-        let n = c
-            .execute(
-                "UPDATE events SET state = 'pending', lease_until = NULL, leased_by = NULL, \
+        let mut tx = c.transaction().map_err(map_err)?;
+        let rows = tx
+            .query(
+                "UPDATE deliveries SET state = 'pending', lease_until = NULL, leased_by = NULL, \
                  next_attempt_at = $1, attempts = greatest(attempts - 1, 0), updated_at = $1 \
-                 WHERE leased_by = $2 AND state = 'delivering'",
+                 WHERE leased_by = $2 AND state = 'delivering' RETURNING event_id",
                 &[&now, &worker],
             )
             .map_err(map_err)?;
-        Ok(n as usize)
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0).map_err(map_err))
+            .collect::<Result<Vec<_>, _>>()?;
+        refresh(&mut tx, &ids, now, true)?;
+        tx.commit().map_err(map_err)?;
+        Ok(ids.len())
     }
 
     pub(crate) fn replay(&self, f: &ReplayFilter, now: SystemTime) -> Result<usize, StoreError> {
         let mut c = self.conn()?;
+        let mut tx = c.transaction().map_err(map_err)?;
         let state = f.state.map(|s| s.as_str());
-        let n = c
-            .execute(
-                "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL, \
+        let rows = tx
+            .query(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL, \
                  lease_until = NULL, leased_by = NULL, updated_at = $1 \
-                 WHERE state <> 'delivering' AND ($2::text IS NULL OR id = $2) AND ($3::text IS NULL OR state = $3) \
-                 AND ($4::text IS NULL OR hook_id = $4) AND ($5::text IS NULL OR id >= $5) \
-                 AND ($6::text IS NULL OR id < $6)",
+                 WHERE state <> 'delivering' AND ($2::text IS NULL OR event_id = $2) AND ($3::text IS NULL OR state = $3) \
+                 AND ($4::text IS NULL OR hook_id = $4) AND ($5::text IS NULL OR event_id >= $5) \
+                 AND ($6::text IS NULL OR event_id < $6) AND ($7::text IS NULL OR action_id = $7) RETURNING event_id",
                 &[
                     &now,
                     &f.id,
@@ -604,10 +701,80 @@ impl PgInner {
                     &f.hook_id,
                     &f.since.map(time_bound),
                     &f.until.map(time_bound),
+                    &f.action_id,
                 ],
             )
             .map_err(map_err)?;
-        Ok(n as usize)
+        let mut ids = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0).map_err(map_err))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut n = ids.len();
+        // One event with no delivery at all (no action matched, a hook
+        // without an action then, or not fanned out yet): fan it out again
+        // with the current config.
+        if let (Some(id), None, true) = (&f.id, &f.action_id, ids.is_empty()) {
+            n += tx
+                .execute(
+                    "UPDATE events SET state = 'pending', fanned_out = false, attempts = 0, next_attempt_at = $1, \
+                     last_error = NULL, updated_at = $1 WHERE id = $2 AND state <> 'delivering' \
+                     AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = $2)",
+                    &[&now, id],
+                )
+                .map_err(map_err)? as usize;
+        }
+        ids.sort();
+        ids.dedup();
+        refresh(&mut tx, &ids, now, true)?;
+        tx.commit().map_err(map_err)?;
+        Ok(n)
+    }
+
+    pub(crate) fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut c = self.conn()?;
+        let rows = c
+            .query(
+                "SELECT event_id, action_id, hook_id, state, attempts, next_attempt_at, last_error \
+                 FROM deliveries WHERE event_id = $1 ORDER BY action_id",
+                &[&event_id],
+            )
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryRecord {
+                    event_id: r.try_get(0).map_err(map_err)?,
+                    action_id: r.try_get(1).map_err(map_err)?,
+                    hook_id: r.try_get(2).map_err(map_err)?,
+                    state: EventState::from_column(r.try_get(3).map_err(map_err)?)?,
+                    attempts: r.try_get(4).map_err(map_err)?,
+                    next_attempt_at: r.try_get(5).map_err(map_err)?,
+                    last_error: r.try_get(6).map_err(map_err)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn action_counts(&self) -> Result<Vec<ActionCounts>, StoreError> {
+        let mut c = self.conn()?;
+        let rows = c
+            .query(
+                "SELECT hook_id, action_id, 'pending', count(*) FROM deliveries WHERE state = 'pending' GROUP BY hook_id, action_id \
+                 UNION ALL SELECT hook_id, action_id, 'delivering', count(*) FROM deliveries WHERE state = 'delivering' GROUP BY hook_id, action_id \
+                 UNION ALL SELECT hook_id, action_id, 'dead', count(*) FROM deliveries WHERE state = 'dead' GROUP BY hook_id, action_id",
+                &[],
+            )
+            .map_err(map_err)?;
+        let mut out = Vec::new();
+        for r in rows {
+            super::add_count(
+                &mut out,
+                r.try_get(0).map_err(map_err)?,
+                r.try_get(1).map_err(map_err)?,
+                r.try_get(2).map_err(map_err)?,
+                r.try_get(3).map_err(map_err)?,
+            );
+        }
+        Ok(out)
     }
 
     pub(crate) fn sweep(
@@ -681,8 +848,8 @@ impl PgInner {
             .map_err(map_err)?;
         let st = tx
             .prepare(
-                "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker, error) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM events WHERE id = $1)",
+                "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker, error, action_id) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM events WHERE id = $1)",
             )
             .map_err(map_err)?;
         for a in items {
@@ -698,6 +865,7 @@ impl PgInner {
                     &a.output,
                     &a.worker,
                     &a.error,
+                    &a.action_id,
                 ],
             )
             .map_err(map_err)?;
@@ -709,7 +877,7 @@ impl PgInner {
         let mut c = self.conn()?;
         let rows = c
             .query(
-                "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker, error \
+                "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker, error, action_id \
                  FROM attempts WHERE event_id = $1 ORDER BY started_at",
                 &[&event_id],
             )
@@ -726,6 +894,7 @@ impl PgInner {
                     output: r.try_get(6).map_err(map_err)?,
                     worker: r.try_get(7).map_err(map_err)?,
                     error: r.try_get(8).map_err(map_err)?,
+                    action_id: r.try_get(9).map_err(map_err)?,
                 })
             })
             .collect()
@@ -833,24 +1002,46 @@ impl Store for PgStore {
         self.call("list", move |i| i.list(&q))
     }
 
+    fn fan_out(
+        &self,
+        hook_id: &str,
+        limit: usize,
+        now: SystemTime,
+        pick: FanOutPick,
+    ) -> Result<Vec<FannedOut>, StoreError> {
+        let hook_id = hook_id.to_owned();
+        self.call("fan-out", move |i| i.fan_out(&hook_id, limit, now, &pick))
+    }
+
     fn claim(
         &self,
         hook_id: &str,
+        action_id: &str,
         limit: usize,
         worker: &str,
         now: SystemTime,
         lease_until: SystemTime,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let (hook_id, worker) = (hook_id.to_owned(), worker.to_owned());
+        let (hook_id, action_id, worker) =
+            (hook_id.to_owned(), action_id.to_owned(), worker.to_owned());
         self.call("claim", move |i| {
-            i.claim(&hook_id, limit, &worker, now, lease_until)
+            i.claim(&hook_id, &action_id, limit, &worker, now, lease_until)
         })
+    }
+
+    fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let id = event_id.to_owned();
+        self.call("deliveries", move |i| i.deliveries(&id))
+    }
+
+    fn action_counts(&self) -> Result<Vec<ActionCounts>, StoreError> {
+        self.call("action counts", |i| i.action_counts())
     }
 
     fn finish(
         &self,
         worker: &str,
-        items: &[(String, Disposition)],
+        items: &[(DeliveryKey, Disposition)],
         now: SystemTime,
     ) -> Result<Vec<bool>, StoreError> {
         let (worker, items) = (worker.to_owned(), items.to_vec());
@@ -907,6 +1098,50 @@ impl Store for PgStore {
 /// The console's list query; the same plan as the embedded store's (see
 /// `sqlite::page`): an id range, filters checked within a window of at most
 /// `q.scan` ids, the state as a literal so its partial index can be used.
+/// Bring the summary columns of events (state, attempts, next attempt
+/// time, last error) in line with their deliveries: dead if any is dead,
+/// else delivering, else pending, else done (also with no delivery: no
+/// action matched). Called in every transaction that changes deliveries.
+/// With `lock`, the event rows are locked first, in id order (no deadlock
+/// between two instances finishing deliveries of the same events), so the
+/// summary is computed from a snapshot taken after the lock: one that sees
+/// what a concurrent transaction on another action of the event committed.
+fn refresh(
+    tx: &mut postgres::Transaction<'_>,
+    ids: &[String],
+    now: SystemTime,
+    lock: bool,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    if lock {
+        tx.execute(
+            "SELECT 1 FROM events WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .map_err(map_err)?;
+    }
+    tx.execute(
+        "UPDATE events e SET \
+         state = CASE WHEN s.dead THEN 'dead' WHEN s.delivering THEN 'delivering' WHEN s.pending THEN 'pending' ELSE 'done' END, \
+         attempts = s.attempts, next_attempt_at = coalesce(s.next_at, e.next_attempt_at), last_error = s.last_error, \
+         updated_at = $2 \
+         FROM (SELECT ev.id, bool_or(d.state = 'dead') AS dead, bool_or(d.state = 'delivering') AS delivering, \
+                      bool_or(d.state = 'pending') AS pending, coalesce(sum(d.attempts), 0)::integer AS attempts, \
+                      min(d.next_attempt_at) FILTER (WHERE d.state = 'pending') AS next_at, \
+                      (array_agg(d.last_error ORDER BY d.updated_at DESC) FILTER (WHERE d.last_error IS NOT NULL))[1] AS last_error \
+               FROM unnest($1::text[]) AS ev(id) LEFT JOIN deliveries d ON d.event_id = ev.id GROUP BY ev.id) s \
+         WHERE e.id = s.id AND e.fanned_out",
+        &[&ids, &now],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
 fn page(c: &mut Conn, q: &PageQuery) -> Result<Page, StoreError> {
     use postgres::types::ToSql;
     let limit = q.limit.clamp(1, 1000);

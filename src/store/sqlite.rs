@@ -17,6 +17,7 @@ use crate::id::time_bound;
 use super::{disposition_columns, Claimed, Counts, Disposition, Headers, NewEvent, ReplayFilter};
 use super::{from_micros, to_micros, BatchSink, EventRecord, ListQuery, Outcome, Store};
 use super::{page_bounds, page_plan, AttemptRecord, Page, PagePlan, PageQuery};
+use super::{ActionCounts, DeliveryKey, DeliveryRecord, FanOutPick, FannedOut};
 use super::{Cause, EventState, StoreError};
 
 pub struct SqliteStore {
@@ -326,9 +327,82 @@ impl Store for SqliteStore {
         })
     }
 
+    fn fan_out(
+        &self,
+        hook_id: &str,
+        limit: usize,
+        now: SystemTime,
+        pick: FanOutPick,
+    ) -> Result<Vec<FannedOut>, StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let due = {
+                let mut st = tx
+                    .prepare_cached(
+                        "SELECT id, hook_id, delivery_id, event_type, received_at, headers, body FROM events \
+                         WHERE hook_id = ?1 AND state = 'pending' AND fanned_out = 0 ORDER BY id LIMIT ?2",
+                    )
+                    .map_err(map_err)?;
+                let rows = st
+                    .query_map(params![hook_id, limit as i64], |r| {
+                        Ok(Claimed {
+                            id: r.get(0)?,
+                            hook_id: r.get(1)?,
+                            delivery_id: r.get(2)?,
+                            event_type: r.get(3)?,
+                            received_at: from_micros(r.get(4)?),
+                            headers: Headers::from_json_lossy(&r.get::<_, String>(5)?),
+                            body: Bytes::from(r.get::<_, Vec<u8>>(6)?),
+                            attempts: 0,
+                            action_id: String::new(),
+                        })
+                    })
+                    .map_err(map_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?
+            };
+            let mut out = Vec::with_capacity(due.len());
+            {
+                let mut mark = tx
+                    .prepare_cached(
+                        "UPDATE events SET fanned_out = 1, updated_at = ?2 \
+                         WHERE id = ?1 AND state = 'pending' AND fanned_out = 0",
+                    )
+                    .map_err(map_err)?;
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO deliveries (event_id, action_id, hook_id, state, attempts, next_attempt_at, updated_at) \
+                         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4) ON CONFLICT (event_id, action_id) DO NOTHING",
+                    )
+                    .map_err(map_err)?;
+                for ev in &due {
+                    if mark.execute(params![ev.id, to_micros(now)]).map_err(map_err)? != 1 {
+                        continue;
+                    }
+                    let actions = pick(ev);
+                    for a in &actions {
+                        insert
+                            .execute(params![ev.id, a, ev.hook_id, to_micros(now)])
+                            .map_err(map_err)?;
+                    }
+                    out.push(FannedOut {
+                        event_id: ev.id.clone(),
+                        actions,
+                    });
+                }
+            }
+            let ids: Vec<&str> = out.iter().map(|f| f.event_id.as_str()).collect();
+            refresh(&tx, &ids, now)?;
+            tx.commit().map_err(map_err)?;
+            Ok(out)
+        })
+    }
+
     fn claim(
         &self,
         hook_id: &str,
+        action_id: &str,
         limit: usize,
         worker: &str,
         now: SystemTime,
@@ -338,22 +412,24 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            // Two statements, each an index range: events whose worker died
-            // (lease expired), then pending events that are due, oldest first.
-            let mut out = Vec::new();
+            // Two statements, each an index range: deliveries whose worker
+            // died (lease expired), then pending ones that are due, oldest
+            // first.
+            let mut leased: Vec<(String, i32)> = Vec::new();
             for pick in [
-                "SELECT id FROM events WHERE hook_id = ?4 AND state = 'delivering' AND lease_until < ?3 LIMIT ?5",
-                "SELECT id FROM events WHERE hook_id = ?4 AND state = 'pending' AND next_attempt_at <= ?3 \
-                 ORDER BY next_attempt_at, id LIMIT ?5",
+                "SELECT event_id FROM deliveries WHERE hook_id = ?4 AND action_id = ?6 AND state = 'delivering' \
+                 AND lease_until < ?3 LIMIT ?5",
+                "SELECT event_id FROM deliveries WHERE hook_id = ?4 AND action_id = ?6 AND state = 'pending' \
+                 AND next_attempt_at <= ?3 ORDER BY next_attempt_at, event_id LIMIT ?5",
             ] {
-                let left = limit.saturating_sub(out.len());
+                let left = limit.saturating_sub(leased.len());
                 if left == 0 {
                     break;
                 }
                 let sql = format!(
-                    "UPDATE events SET state = 'delivering', lease_until = ?1, leased_by = ?2, \
-                     attempts = attempts + 1, updated_at = ?3 WHERE id IN ({pick}) \
-                     RETURNING id, hook_id, delivery_id, event_type, received_at, headers, body, attempts"
+                    "UPDATE deliveries SET state = 'delivering', lease_until = ?1, leased_by = ?2, \
+                     attempts = attempts + 1, updated_at = ?3 WHERE action_id = ?6 AND event_id IN ({pick}) \
+                     RETURNING event_id, attempts"
                 );
                 let mut st = tx.prepare_cached(&sql).map_err(map_err)?;
                 let rows = st
@@ -363,9 +439,26 @@ impl Store for SqliteStore {
                             worker,
                             to_micros(now),
                             hook_id,
-                            left as i64
+                            left as i64,
+                            action_id
                         ],
-                        |r| {
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(map_err)?;
+                for row in rows {
+                    leased.push(row.map_err(map_err)?);
+                }
+            }
+            let mut out = Vec::with_capacity(leased.len());
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "SELECT id, hook_id, delivery_id, event_type, received_at, headers, body FROM events WHERE id = ?1",
+                    )
+                    .map_err(map_err)?;
+                for (id, attempts) in &leased {
+                    let ev = st
+                        .query_row(params![id], |r| {
                             Ok(Claimed {
                                 id: r.get(0)?,
                                 hook_id: r.get(1)?,
@@ -374,15 +467,16 @@ impl Store for SqliteStore {
                                 received_at: from_micros(r.get(4)?),
                                 headers: Headers::from_json_lossy(&r.get::<_, String>(5)?),
                                 body: Bytes::from(r.get::<_, Vec<u8>>(6)?),
-                                attempts: r.get(7)?,
+                                attempts: *attempts,
+                                action_id: action_id.to_string(),
                             })
-                        },
-                    )
-                    .map_err(map_err)?;
-                for row in rows {
-                    out.push(row.map_err(map_err)?);
+                        })
+                        .map_err(map_err)?;
+                    out.push(ev);
                 }
             }
+            let ids: Vec<&str> = leased.iter().map(|(id, _)| id.as_str()).collect();
+            refresh(&tx, &ids, now)?;
             tx.commit().map_err(map_err)?;
             out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
             Ok(out)
@@ -392,7 +486,7 @@ impl Store for SqliteStore {
     fn finish(
         &self,
         worker: &str,
-        items: &[(String, Disposition)],
+        items: &[(DeliveryKey, Disposition)],
         now: SystemTime,
     ) -> Result<Vec<bool>, StoreError> {
         self.with_conn(|conn| {
@@ -403,19 +497,29 @@ impl Store for SqliteStore {
             {
                 let mut st = tx
                     .prepare_cached(
-                        "UPDATE events SET state = ?1, next_attempt_at = coalesce(?2, next_attempt_at), last_error = ?3, \
+                        "UPDATE deliveries SET state = ?1, next_attempt_at = coalesce(?2, next_attempt_at), last_error = ?3, \
                          lease_until = NULL, leased_by = NULL, updated_at = ?4 \
-                         WHERE id = ?5 AND leased_by = ?6 AND state = 'delivering'",
+                         WHERE event_id = ?5 AND action_id = ?7 AND leased_by = ?6 AND state = 'delivering'",
                     )
                     .map_err(map_err)?;
-                for (id, d) in items {
+                for ((id, action), d) in items {
                     let (state, at, error) = disposition_columns(d);
                     let n = st
-                        .execute(params![state, at.map(to_micros), error, to_micros(now), id, worker])
+                        .execute(params![
+                            state,
+                            at.map(to_micros),
+                            error,
+                            to_micros(now),
+                            id,
+                            worker,
+                            action
+                        ])
                         .map_err(map_err)?;
                     out.push(n == 1);
                 }
             }
+            let ids: Vec<&str> = items.iter().map(|((id, _), _)| id.as_str()).collect();
+            refresh(&tx, &ids, now)?;
             tx.commit().map_err(map_err)?;
             Ok(out)
         })
@@ -423,33 +527,82 @@ impl Store for SqliteStore {
 
     fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError> {
         self.with_conn(|conn| {
-            conn.execute(
-                "UPDATE events SET state = 'pending', lease_until = NULL, leased_by = NULL, \
-                 next_attempt_at = ?1, attempts = max(attempts - 1, 0), updated_at = ?1 \
-                 WHERE leased_by = ?2 AND state = 'delivering'",
-                params![to_micros(now), worker],
-            )
-            .map_err(map_err)
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let ids = {
+                let mut st = tx
+                    .prepare(
+                        "UPDATE deliveries SET state = 'pending', lease_until = NULL, leased_by = NULL, \
+                         next_attempt_at = ?1, attempts = max(attempts - 1, 0), updated_at = ?1 \
+                         WHERE leased_by = ?2 AND state = 'delivering' RETURNING event_id",
+                    )
+                    .map_err(map_err)?;
+                let rows = st
+                    .query_map(params![to_micros(now), worker], |r| r.get::<_, String>(0))
+                    .map_err(map_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?
+            };
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            refresh(&tx, &refs, now)?;
+            tx.commit().map_err(map_err)?;
+            Ok(ids.len())
         })
     }
 
     fn replay(&self, f: &ReplayFilter, now: SystemTime) -> Result<usize, StoreError> {
         self.with_conn(|conn| {
-            conn.execute(
-                "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = ?1, last_error = NULL, \
-                 lease_until = NULL, leased_by = NULL, updated_at = ?1 \
-                 WHERE state <> 'delivering' AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR state = ?3) \
-                 AND (?4 IS NULL OR hook_id = ?4) AND (?5 IS NULL OR id >= ?5) AND (?6 IS NULL OR id < ?6)",
-                params![
-                    to_micros(now),
-                    f.id,
-                    f.state.map(|s| s.as_str()),
-                    f.hook_id,
-                    f.since.map(time_bound),
-                    f.until.map(time_bound)
-                ],
-            )
-            .map_err(map_err)
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let mut ids = {
+                let mut st = tx
+                    .prepare(
+                        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, last_error = NULL, \
+                         lease_until = NULL, leased_by = NULL, updated_at = ?1 \
+                         WHERE state <> 'delivering' AND (?2 IS NULL OR event_id = ?2) AND (?3 IS NULL OR state = ?3) \
+                         AND (?4 IS NULL OR hook_id = ?4) AND (?5 IS NULL OR event_id >= ?5) AND (?6 IS NULL OR event_id < ?6) \
+                         AND (?7 IS NULL OR action_id = ?7) RETURNING event_id",
+                    )
+                    .map_err(map_err)?;
+                let rows = st
+                    .query_map(
+                        params![
+                            to_micros(now),
+                            f.id,
+                            f.state.map(|s| s.as_str()),
+                            f.hook_id,
+                            f.since.map(time_bound),
+                            f.until.map(time_bound),
+                            f.action_id
+                        ],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .map_err(map_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?
+            };
+            let mut n = ids.len();
+            // One event with no delivery at all (no action matched, a hook
+            // without an action then, or not fanned out yet): fan it out
+            // again with the current config.
+            if let (Some(id), None) = (&f.id, &f.action_id) {
+                if ids.is_empty() {
+                    n += tx
+                        .execute(
+                            "UPDATE events SET state = 'pending', fanned_out = 0, attempts = 0, next_attempt_at = ?1, \
+                             last_error = NULL, updated_at = ?1 WHERE id = ?2 AND state <> 'delivering' \
+                             AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?2)",
+                            params![to_micros(now), id],
+                        )
+                        .map_err(map_err)?;
+                }
+            }
+            ids.sort();
+            ids.dedup();
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            refresh(&tx, &refs, now)?;
+            tx.commit().map_err(map_err)?;
+            Ok(n)
         })
     }
 
@@ -514,8 +667,8 @@ impl Store for SqliteStore {
             {
                 let mut st = tx
                     .prepare_cached(
-                        "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker, error) \
-                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM events WHERE id = ?1)",
+                        "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker, error, action_id) \
+                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 WHERE EXISTS (SELECT 1 FROM events WHERE id = ?1)",
                     )
                     .map_err(map_err)?;
                 for a in items {
@@ -528,7 +681,8 @@ impl Store for SqliteStore {
                         a.target_status,
                         a.output,
                         a.worker,
-                        a.error
+                        a.error,
+                        a.action_id
                     ])
                     .map_err(map_err)?;
                 }
@@ -541,7 +695,7 @@ impl Store for SqliteStore {
         self.with_conn(|conn| {
             let mut st = conn
                 .prepare_cached(
-                    "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker, error \
+                    "SELECT event_id, attempt, started_at, duration_us, result, target_status, output, worker, error, action_id \
                      FROM attempts WHERE event_id = ?1 ORDER BY started_at, rowid",
                 )
                 .map_err(map_err)?;
@@ -557,12 +711,108 @@ impl Store for SqliteStore {
                         output: r.get(6)?,
                         worker: r.get(7)?,
                         error: r.get(8)?,
+                        action_id: r.get(9)?,
                     })
                 })
                 .map_err(map_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
         })
     }
+
+    fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.with_conn(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT event_id, action_id, hook_id, state, attempts, next_attempt_at, last_error \
+                     FROM deliveries WHERE event_id = ?1 ORDER BY action_id",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![event_id], |r| {
+                    Ok((
+                        DeliveryRecord {
+                            event_id: r.get(0)?,
+                            action_id: r.get(1)?,
+                            hook_id: r.get(2)?,
+                            state: EventState::Pending,
+                            attempts: r.get(4)?,
+                            next_attempt_at: from_micros(r.get(5)?),
+                            last_error: r.get(6)?,
+                        },
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (mut d, state) = row.map_err(map_err)?;
+                d.state = EventState::from_column(&state)?;
+                out.push(d);
+            }
+            Ok(out)
+        })
+    }
+
+    fn action_counts(&self) -> Result<Vec<ActionCounts>, StoreError> {
+        self.with_conn(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT hook_id, action_id, 'pending', count(*) FROM deliveries WHERE state = 'pending' GROUP BY hook_id, action_id \
+                     UNION ALL SELECT hook_id, action_id, 'delivering', count(*) FROM deliveries WHERE state = 'delivering' GROUP BY hook_id, action_id \
+                     UNION ALL SELECT hook_id, action_id, 'dead', count(*) FROM deliveries WHERE state = 'dead' GROUP BY hook_id, action_id",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(map_err)?;
+            let mut out: Vec<ActionCounts> = Vec::new();
+            for row in rows {
+                let (hook, action, state, n) = row.map_err(map_err)?;
+                super::add_count(&mut out, hook, action, &state, n);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Bring the summary columns of events (state, attempts, next attempt
+/// time, last error) in line with their deliveries: dead if any is dead,
+/// else delivering, else pending, else done (also with no delivery: no
+/// action matched). Called in every transaction that changes deliveries.
+fn refresh(tx: &Connection, ids: &[&str], now: SystemTime) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut st = tx
+        .prepare_cached(
+            "UPDATE events SET \
+             state = (SELECT CASE WHEN max(d.state = 'dead') THEN 'dead' WHEN max(d.state = 'delivering') THEN 'delivering' \
+                      WHEN max(d.state = 'pending') THEN 'pending' ELSE 'done' END FROM deliveries d WHERE d.event_id = events.id), \
+             attempts = (SELECT coalesce(sum(d.attempts), 0) FROM deliveries d WHERE d.event_id = events.id), \
+             next_attempt_at = coalesce((SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.event_id = events.id \
+                                         AND d.state = 'pending'), next_attempt_at), \
+             last_error = (SELECT d.last_error FROM deliveries d WHERE d.event_id = events.id AND d.last_error IS NOT NULL \
+                           ORDER BY d.updated_at DESC LIMIT 1), \
+             updated_at = ?2 \
+             WHERE id = ?1 AND fanned_out = 1",
+        )
+        .map_err(map_err)?;
+    let mut last = None;
+    for id in ids {
+        if last == Some(*id) {
+            continue;
+        }
+        st.execute(params![id, to_micros(now)]).map_err(map_err)?;
+        last = Some(*id);
+    }
+    Ok(())
 }
 
 /// The console's list query. The id range comes first (the primary key);

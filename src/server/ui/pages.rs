@@ -296,7 +296,7 @@ pub fn event(app: &App, e: &EventRecord, attempts: &[AttemptRecord], token: &str
     let target = live
         .hooks
         .get(&e.hook_id)
-        .and_then(|h| h.route.as_ref())
+        .and_then(|h| h.routes.first())
         .map(|r| r.action.target.clone());
     match target {
         Some(t) => {
@@ -476,10 +476,11 @@ pub async fn glance(app: &App) -> String {
             esc(&h.id),
             esc(h.scheme.name()),
             esc(&h
-                .route
-                .as_ref()
+                .routes
+                .iter()
                 .map(|r| target_shown(&r.action.target))
-                .unwrap_or_default()),
+                .collect::<Vec<_>>()
+                .join(", ")),
             h.counters.accepted.get(),
             h.counters.duplicate.get(),
         );
