@@ -1587,7 +1587,10 @@ impl Config {
                     if !ok {
                         return Err(invalid(
                             akey("id"),
-                            format!("expected 1-64 of a-z 0-9 _ - (kept with each delivery), got {:?}", spec.id),
+                            format!(
+                                "expected 1-64 of a-z 0-9 _ - (kept with each delivery), got {:?}",
+                                spec.id
+                            ),
                         ));
                     }
                     if !action_ids.insert(spec.id) {
@@ -1600,7 +1603,8 @@ impl Config {
                         if ev.is_empty() {
                             return Err(invalid(
                                 akey("events"),
-                                "an empty list matches nothing: remove the action, or the key".into(),
+                                "an empty list matches nothing: remove the action, or the key"
+                                    .into(),
                             ));
                         }
                     }

@@ -202,8 +202,7 @@ fn a_newer_schema_is_refused_and_left_untouched() {
             err.contains(&format!(
                 "database schema version 99 is newer than this webhookd knows ({}",
                 webhookd::store::migrations::latest(webhookd::store::migrations::SQLITE)
-            ))
-                && err.contains("migrated by webhookd 9.9.9")
+            )) && err.contains("migrated by webhookd 9.9.9")
                 && err.contains("install that version (or newer) again"),
             "{args:?}: {err}"
         );

@@ -140,7 +140,10 @@ async fn dispatch<C: Context>(
         more |= fanned.len() == FAN_OUT_MAX;
         for f in &fanned {
             if f.actions.is_empty() {
-                log::info!("deliver hook={hook_id} id={} result=done actions=0 (no action matched)", f.event_id);
+                log::info!(
+                    "deliver hook={hook_id} id={} result=done actions=0 (no action matched)",
+                    f.event_id
+                );
             }
             app.delivery()
                 .retarget_first(&f.event_id, f.actions.first().map(String::as_str));

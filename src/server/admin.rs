@@ -122,13 +122,23 @@ pub fn refresh_gauges(app: &App) {
         // included): bounded like any other stored label.
         let labels = |state: &str| {
             vec![
-                ("hook".to_string(), crate::store::safe_label(&a.hook_id, 64).into_owned()),
-                ("action".to_string(), crate::store::safe_label(&a.action_id, 64).into_owned()),
+                (
+                    "hook".to_string(),
+                    crate::store::safe_label(&a.hook_id, 64).into_owned(),
+                ),
+                (
+                    "action".to_string(),
+                    crate::store::safe_label(&a.action_id, 64).into_owned(),
+                ),
                 ("state".to_string(), state.to_string()),
             ]
         };
-        m.action_queue.get_or_create(&labels("pending")).set(a.pending);
-        m.action_queue.get_or_create(&labels("delivering")).set(a.delivering);
+        m.action_queue
+            .get_or_create(&labels("pending"))
+            .set(a.pending);
+        m.action_queue
+            .get_or_create(&labels("delivering"))
+            .set(a.delivering);
         m.action_queue.get_or_create(&labels("dead")).set(a.dead);
     }
     m.deliveries_in_flight

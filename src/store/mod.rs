@@ -551,7 +551,13 @@ pub(crate) fn disposition_columns(
 }
 
 /// Add one (hook, action, state, count) row to a list of per-action counts.
-pub(crate) fn add_count(out: &mut Vec<ActionCounts>, hook: String, action: String, state: &str, n: i64) {
+pub(crate) fn add_count(
+    out: &mut Vec<ActionCounts>,
+    hook: String,
+    action: String,
+    state: &str,
+    n: i64,
+) {
     let i = match out
         .iter()
         .position(|c| c.hook_id == hook && c.action_id == action)

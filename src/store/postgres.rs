@@ -22,8 +22,8 @@ use super::{
     disposition_columns, Cause, Claimed, Counts, Disposition, EventState, Headers, ReplayFilter,
 };
 use super::{page_bounds, page_plan, AttemptRecord, Page, PagePlan, PageQuery};
-use super::{ActionCounts, DeliveryKey, DeliveryRecord, FanOutPick, FannedOut};
 use super::{redact_url, BatchSink, EventRecord, ListQuery, NewEvent, Outcome, Store, StoreError};
+use super::{ActionCounts, DeliveryKey, DeliveryRecord, FanOutPick, FannedOut};
 use crate::config::StoreConfig;
 
 type Manager = PostgresConnectionManager<NoTls>;
