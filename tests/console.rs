@@ -175,7 +175,11 @@ fn hostile_bodies_and_headers_render_as_text() {
         .select(&sel("main h2"))
         .map(|h| h.text().collect())
         .collect();
-    assert_eq!(h2, ["Attempts", "Headers", "Body"], "no section swallowed");
+    assert_eq!(
+        h2,
+        ["Deliveries", "Attempts", "Headers", "Body"],
+        "no section swallowed"
+    );
 
     // The raw body: text with visible control characters, U+FFFD for bad bytes.
     let page = get(&addr, &format!("/ui/events/{raw_id}"));
@@ -204,7 +208,7 @@ fn hostile_bodies_and_headers_render_as_text() {
         .select(&sel("main h2"))
         .map(|h| h.text().collect())
         .collect();
-    assert_eq!(h2, ["Attempts", "Headers", "Body"]);
+    assert_eq!(h2, ["Deliveries", "Attempts", "Headers", "Body"]);
     // Its download is the stored bytes exactly, as an attachment.
     let dl = get(&addr, &format!("/ui/events/{raw_id}/raw"));
     assert_eq!(dl.status, 200);

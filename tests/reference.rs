@@ -40,6 +40,10 @@ struct Section {
     probe: String,
     keys: BTreeSet<String>,
     defaults: BTreeMap<String, String>,
+    /// A table that takes its own keys plus those of another section
+    /// (`[[hooks.actions]]`: `id`, `rule`... and the fields of an action
+    /// type): serde's unknown-field list names only the other section's.
+    inherits: Option<String>,
 }
 
 fn sections() -> Vec<Section> {
@@ -54,6 +58,10 @@ fn sections() -> Vec<Section> {
             Section {
                 name,
                 probe: s(sec, "probe").to_string(),
+                inherits: sec
+                    .get("inherits")
+                    .and_then(|v| v.as_str())
+                    .map(String::from),
                 keys: keys.iter().map(|k| s(k, "key").to_string()).collect(),
                 defaults: keys
                     .iter()
@@ -94,9 +102,27 @@ fn accepted_keys(env: &Env, probe: &str) -> BTreeSet<String> {
 fn documented_config_keys_are_exactly_the_parsers() {
     let env = Env::new("ref-keys");
     let mut problems = Vec::new();
-    for sec in sections() {
+    let all = sections();
+    for sec in &all {
         let accepted = accepted_keys(&env, &sec.probe);
         let mut documented = sec.keys.clone();
+        if let Some(parent) = &sec.inherits {
+            let parent = all
+                .iter()
+                .find(|p| &p.name == parent)
+                .unwrap_or_else(|| panic!("[{}] inherits unknown {parent}", sec.name));
+            // Its own keys are taken by the table itself: never in the
+            // parser's list of the inherited type's fields.
+            for k in &sec.keys {
+                if k != "type" && accepted.contains(k) {
+                    problems.push(format!(
+                        "[{}] {k}: documented as its own key, but the parser takes it as a field of {}",
+                        sec.name, parent.name
+                    ));
+                }
+            }
+            documented = parent.keys.clone();
+        }
         // An internally tagged table: serde lists the variant's fields, not the tag.
         if sec.name.contains('(') {
             documented.remove("type");
@@ -347,6 +373,18 @@ fn readme_config_examples_use_documented_keys_and_defaults() {
                 secs.iter()
                     .filter(|s| s.name.starts_with("hooks.action"))
                     .collect()
+            } else if sec == "hooks.actions" {
+                // An entry of the list: its own keys and any action type's.
+                secs.iter()
+                    .filter(|s| s.name.starts_with("hooks.action"))
+                    .collect()
+            } else if let Some(sub) = sec.strip_prefix("hooks.actions.") {
+                // [hooks.actions.retry] is an action's own [hooks.retry].
+                by_name
+                    .get(format!("hooks.{sub}").as_str())
+                    .into_iter()
+                    .copied()
+                    .collect()
             } else {
                 by_name.get(sec.as_str()).into_iter().copied().collect()
             };
@@ -501,7 +539,7 @@ fn bash_completion_completes_commands_options_and_hooks() {
     );
     assert_eq!(
         complete(&script, &["webhookd", "dead-letters", "retry", "--a"], None),
-        vec!["--all"]
+        vec!["--all", "--action"]
     );
     assert_eq!(
         complete(

@@ -149,15 +149,17 @@ async fn event(app: &Arc<App>, id: &str, token: &str) -> Response<Body> {
     let key = id.to_string();
     let got = tokio::task::spawn_blocking(move || {
         let ev = store.get(&key)?;
-        let attempts = match &ev {
-            Some(_) => store.attempts(&key)?,
-            None => Vec::new(),
+        let (attempts, deliveries) = match &ev {
+            Some(_) => (store.attempts(&key)?, store.deliveries(&key)?),
+            None => (Vec::new(), Vec::new()),
         };
-        Ok::<_, crate::store::StoreError>((ev, attempts))
+        Ok::<_, crate::store::StoreError>((ev, (attempts, deliveries)))
     })
     .await;
     match got {
-        Ok(Ok((Some(ev), attempts))) => html_response(pages::event(app, &ev, &attempts, token)),
+        Ok(Ok((Some(ev), (attempts, deliveries)))) => {
+            html_response(pages::event(app, &ev, &attempts, &deliveries, token))
+        }
         Ok(Ok((None, _))) => error_page(StatusCode::NOT_FOUND, "no such event"),
         Ok(Err(e)) => error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

@@ -263,7 +263,13 @@ fn body_shown(body: &[u8]) -> (String, bool) {
     (esc_bytes(&body[..body.len().min(BODY_SHOWN)]), cut)
 }
 
-pub fn event(app: &App, e: &EventRecord, attempts: &[AttemptRecord], token: &str) -> String {
+pub fn event(
+    app: &App,
+    e: &EventRecord,
+    attempts: &[AttemptRecord],
+    deliveries: &[crate::store::DeliveryRecord],
+    token: &str,
+) -> String {
     let id = esc(&e.id);
     let mut s = format!("<h1>Event <span class=\"id\">{id}</span></h1>");
     s.push_str("<table class=\"kv\">");
@@ -329,11 +335,48 @@ pub fn event(app: &App, e: &EventRecord, attempts: &[AttemptRecord], token: &str
             esc(token)
         );
     }
+    // One delivery per (event, action), each with its own state.
+    s.push_str("<h2>Deliveries</h2>");
+    let routes = live
+        .hooks
+        .get(&e.hook_id)
+        .map(|h| h.routes.clone())
+        .unwrap_or_default();
+    if deliveries.is_empty() {
+        let why = if e.state == EventState::Done {
+            "No action matched this event."
+        } else {
+            "None yet."
+        };
+        let _ = write!(s, "<p class=\"muted\">{why}</p>");
+    } else {
+        s.push_str("<table class=\"deliveries\"><thead><tr><th>action</th><th>target</th><th>state</th><th>attempts</th><th>next attempt</th><th>last error</th></tr></thead><tbody>");
+        for d in deliveries {
+            let target = match routes.iter().find(|r| r.action_id == d.action_id) {
+                Some(r) => format!("<code>{}</code>", esc(&target_shown(&r.action.target))),
+                None => "<span class=\"muted\">action no longer configured: not run</span>".into(),
+            };
+            let next = if d.state == EventState::Pending {
+                esc(&time(d.next_attempt_at))
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{target}</td><td><span class=\"badge {st}\">{st}</span></td><td class=\"num\">{}</td><td>{next}</td><td class=\"err\">{}</td></tr>",
+                esc(&d.action_id),
+                d.attempts,
+                esc(d.last_error.as_deref().unwrap_or("")),
+                st = d.state.as_str(),
+            );
+        }
+        s.push_str("</tbody></table>");
+    }
     s.push_str("<h2>Attempts</h2>");
     if attempts.is_empty() {
         s.push_str("<p class=\"muted\">No attempts recorded.</p>");
     } else {
-        s.push_str("<table class=\"attempts\"><thead><tr><th>#</th><th>started (UTC)</th><th>duration</th><th>result</th><th>target status</th><th>error</th><th>output</th></tr></thead><tbody>");
+        s.push_str("<table class=\"attempts\"><thead><tr><th>#</th><th>started (UTC)</th><th>duration</th><th>result</th><th>target status</th><th>error</th><th>output</th><th>action</th></tr></thead><tbody>");
         for a in attempts {
             let output = match a.output.as_deref() {
                 Some(o) => format!("<pre class=\"output\">{}</pre>", esc(o)),
@@ -341,12 +384,13 @@ pub fn event(app: &App, e: &EventRecord, attempts: &[AttemptRecord], token: &str
             };
             let _ = write!(
                 s,
-                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{:.1} ms</td><td><span class=\"badge {r}\">{r}</span></td><td class=\"num\">{}</td><td class=\"err\">{}</td><td>{output}</td></tr>",
+                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{:.1} ms</td><td><span class=\"badge {r}\">{r}</span></td><td class=\"num\">{}</td><td class=\"err\">{}</td><td>{output}</td><td>{}</td></tr>",
                 a.attempt,
                 esc(&time(a.started_at)),
                 a.duration_us as f64 / 1000.0,
                 a.target_status.map(|c| c.to_string()).unwrap_or_default(),
                 esc(a.error.as_deref().unwrap_or("")),
+                esc(&a.action_id),
                 r = esc(&a.result),
             );
         }
