@@ -639,3 +639,37 @@ fn three_instances_deliver_every_event_action_once() {
         .get(0);
     assert_eq!(done, total as i64, "every event's summary is done");
 }
+
+/// `respond = "after_action"` with several actions waits for the first
+/// attempt of the first action that matched (here the second in the
+/// list); with none matched it answers 202 at once.
+#[test]
+fn after_action_waits_for_the_first_matching_action() {
+    let env = Env::new("fanout-respond");
+    let secret = env.write("gh.secret", SECRET);
+    let url = env.sqlite_url();
+    let run = |actions: &str| {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let cfg = format!(
+            "{}respond = \"after_action\"\nrespond_deadline = \"5s\"\n{actions}\n{DELIVERY}",
+            config(&addr, &url, &secret, "")
+        );
+        Daemon::start(&env, &cfg, &[])
+    };
+    let rel = "[[hooks.actions]]\nid = \"rel\"\ntype = \"exec\"\ncommand = [\"/bin/echo\", \"release\"]\nevents = [\"release\"]\n";
+    let second = "[[hooks.actions]]\nid = \"second\"\ntype = \"exec\"\ncommand = [\"/bin/echo\", \"second\"]\n";
+    let d = run(&format!("{rel}{second}"));
+    let r = d.post("gh", "resp-1", b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "second\n");
+    drop(d);
+    let d = run(rel);
+    let started = Instant::now();
+    let r = d.post("gh", "resp-2", b"{}");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "did not wait for the deadline"
+    );
+    wait_state(&url, "resp-2", "done", WAIT);
+}

@@ -376,6 +376,10 @@ pub struct FirstResult {
     /// Exec: stdout, then stderr, within `delivery.output_limit` each.
     pub output: Vec<u8>,
     pub truncated: bool,
+    /// The attempt was an exec action's (None: not known here).
+    pub exec: Option<bool>,
+    /// No action matched the event: nothing runs, nothing to wait for.
+    pub no_action: bool,
 }
 
 impl DeliveryState {
@@ -417,6 +421,7 @@ impl DeliveryState {
             None => {
                 let _ = tx.send(FirstResult {
                     ok: true,
+                    no_action: true,
                     ..Default::default()
                 });
             }

@@ -339,7 +339,13 @@ async fn deliver_one<C: Context>(
                 Attempt::Ok => (true, None),
                 Attempt::Fail { error, .. } => (false, Some(error.clone())),
             };
-            let _ = tx.send(super::FirstResult { ok, error, ..first });
+            let exec = Some(matches!(route.action.kind, ActionKind::Exec(_)));
+            let _ = tx.send(super::FirstResult {
+                ok,
+                error,
+                exec,
+                ..first
+            });
         }
     }
     let now = SystemTime::now();

@@ -448,10 +448,21 @@ fn after_action(
     id: &str,
     first: crate::deliver::FirstResult,
 ) -> Answer {
-    let exec = hook
-        .routes
-        .first()
-        .is_some_and(|r| matches!(r.action.kind, crate::deliver::ActionKind::Exec(_)));
+    if first.no_action {
+        // No action's condition matched: nothing runs, answer as stored.
+        return Answer {
+            detail: format!(
+                "{} respond=after_action result=no-action-matched",
+                stored.detail
+            ),
+            ..stored
+        };
+    }
+    let exec = first.exec.unwrap_or_else(|| {
+        hook.routes
+            .first()
+            .is_some_and(|r| matches!(r.action.kind, crate::deliver::ActionKind::Exec(_)))
+    });
     let accepted = hook.response.accepted.as_ref();
     let mut headers: Vec<(http::HeaderName, HeaderValue)> = accepted
         .map(|c| {
