@@ -212,6 +212,21 @@ fn one_target_down(kind: Kind) {
         ["chat", "warehouse", "deploy", "big-orders", "releases"]
     );
 
+    let queue = |state: &str| {
+        let m = request(&d.addr, "GET", "/metrics", &[], b"")
+            .unwrap()
+            .text();
+        let name =
+            format!("webhookd_action_queue{{hook=\"gh\",action=\"warehouse\",state=\"{state}\"}}");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&name)?.trim().parse::<f64>().ok())
+    };
+    wait_until(
+        WAIT,
+        "webhookd_action_queue counts warehouse's 2 dead",
+        || queue("dead") == Some(2.0),
+    );
+
     // The target is back: retrying the dead letters runs only the dead
     // action; chat and deploy are not run again.
     wh.set_reply(|_, _| (200, vec![], Duration::ZERO));
@@ -229,6 +244,9 @@ fn one_target_down(kind: Kind) {
     assert_eq!(chat.count(), 2, "retrying warehouse did not re-run chat");
     assert_eq!(lines(&env.path("deploy.out")).len(), 2);
     assert_eq!(big.count(), 1);
+    wait_until(WAIT, "the dead gauge goes back to 0", || {
+        queue("dead") == Some(0.0)
+    });
 
     // Replay of one action runs only it, from attempt 1.
     let o = cli(&cfg, &["events", "replay", &ids[0], "--action", "chat"]);

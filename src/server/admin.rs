@@ -117,7 +117,25 @@ pub fn refresh_gauges(app: &App) {
     M::set_labeled(&m.events, "state", "pending", c.pending);
     M::set_labeled(&m.events, "state", "delivering", c.delivering);
     M::set_labeled(&m.events, "state", "dead", c.dead);
-    for a in app.delivery.action_counts() {
+    // Rebuilt from the last counts, so an action whose deliveries are all
+    // gone (or that was removed) does not keep its last value for ever.
+    m.action_queue.clear();
+    let mut counts = app.delivery.action_counts();
+    for h in app.live().hooks.values() {
+        for r in &h.routes {
+            if !counts
+                .iter()
+                .any(|c| c.hook_id == r.hook_id && c.action_id == r.action_id)
+            {
+                counts.push(crate::store::ActionCounts {
+                    hook_id: r.hook_id.clone(),
+                    action_id: r.action_id.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    for a in counts {
         // Action ids come from the store (one no longer configured
         // included): bounded like any other stored label.
         let labels = |state: &str| {
