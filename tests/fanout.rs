@@ -546,6 +546,25 @@ fn upgrade_in_place(kind: Kind) {
         .unwrap()
         .contains("no longer configured"));
 
+    {
+        let d = Daemon::start(&env, &std::fs::read_to_string(&renamed).unwrap(), &[]);
+        wait_until(WAIT, "/status lists the unconfigured action", || {
+            let st = request(&d.addr, "GET", "/status", &[], b"").unwrap().json();
+            st["delivery"]["unconfigured_actions"]
+                .as_array()
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|u| u["hook"] == "gh" && u["action"] == "default" && u["pending"] == 1)
+                })
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            sink.count(),
+            0,
+            "an unconfigured action's delivery is not run"
+        );
+    }
+
     // Nothing re-run: the daemon delivers the pending event once (its third
     // attempt), not the done or the dead one.
     let d = Daemon::start(&env, &std::fs::read_to_string(&single).unwrap(), &[]);

@@ -500,10 +500,6 @@ impl PgInner {
     ) -> Result<Vec<FannedOut>, StoreError> {
         let mut c = self.conn()?;
         let mut tx = c.transaction().map_err(map_err)?;
-        // Nothing is acknowledged here: a fan-out lost in a crash is done
-        // again (the deliveries are keyed by (event, action)).
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .map_err(map_err)?;
         // SKIP LOCKED: another instance fanning out the same hook takes
         // other events; the row lock makes each event's fan-out happen once.
         let rows = tx
@@ -542,6 +538,10 @@ impl PgInner {
         if out.is_empty() {
             return Ok(out);
         }
+        // Nothing is acknowledged here: a fan-out lost in a crash is done
+        // again (the deliveries are keyed by (event, action)).
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .map_err(map_err)?;
         let ids: Vec<String> = out.iter().map(|f| f.event_id.clone()).collect();
         tx.execute(
             "UPDATE events SET fanned_out = true, updated_at = $2 WHERE id = ANY($1)",

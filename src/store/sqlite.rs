@@ -335,11 +335,10 @@ impl Store for SqliteStore {
         pick: FanOutPick,
     ) -> Result<Vec<FannedOut>, StoreError> {
         self.with_conn(|conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
+            // Read first, without the write lock: on most passes there is
+            // nothing to fan out, and the ingest writer needs that lock.
             let due = {
-                let mut st = tx
+                let mut st = conn
                     .prepare_cached(
                         "SELECT id, hook_id, delivery_id, event_type, received_at, headers, body FROM events \
                          WHERE hook_id = ?1 AND state = 'pending' AND fanned_out = 0 ORDER BY id LIMIT ?2",
@@ -362,8 +361,17 @@ impl Store for SqliteStore {
                     .map_err(map_err)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?
             };
+            if due.is_empty() {
+                return Ok(Vec::new());
+            }
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
             let mut out = Vec::with_capacity(due.len());
             {
+                // `fanned_out = 0` again under the write lock: an event
+                // fanned out meanwhile (replayed, or by another process on
+                // the same file) is skipped.
                 let mut mark = tx
                     .prepare_cached(
                         "UPDATE events SET fanned_out = 1, updated_at = ?2 \
