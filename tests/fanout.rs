@@ -166,6 +166,24 @@ fn one_target_down(kind: Kind) {
         4,
         "n = 2 matched big-orders too"
     );
+    // The console's event page has a row per delivery.
+    let page = request(&d.addr, "GET", &format!("/ui/events/{}", ids[0]), &[], b"")
+        .unwrap()
+        .text();
+    let table = page
+        .split("<table class=\"deliveries\">")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_else(|| panic!("no deliveries table: {page}"));
+    assert_eq!(
+        table.matches("<tr>").count(),
+        4,
+        "header and 3 deliveries: {table}"
+    );
+    assert!(
+        table.contains("<td>warehouse</td>") && table.contains("badge dead"),
+        "{table}"
+    );
 
     // Dead letters are per (event, action).
     let dl = ok_json(&cli(&cfg, &["dead-letters", "list", "--json"]));
