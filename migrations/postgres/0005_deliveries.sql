@@ -6,7 +6,15 @@
 -- attempts, next attempt time and last error become a summary of its
 -- deliveries, kept in the same transactions that change them (see
 -- docs/architecture.md).
-ALTER TABLE events ADD COLUMN fanned_out boolean NOT NULL DEFAULT false;
+--
+-- Every existing event counts as fanned out (its delivery state moves to
+-- `deliveries` below), every new one as not: adding the column with the
+-- default `true` and then changing the default costs no table rewrite
+-- (PostgreSQL 11+ keeps a constant default in the catalogue), where an
+-- UPDATE of every row would rewrite a big events table under the migration
+-- lock.
+ALTER TABLE events ADD COLUMN fanned_out boolean NOT NULL DEFAULT true;
+ALTER TABLE events ALTER COLUMN fanned_out SET DEFAULT false;
 
 CREATE TABLE deliveries (
     event_id        text        NOT NULL REFERENCES events (id) ON DELETE CASCADE,
@@ -32,8 +40,6 @@ CREATE INDEX deliveries_dead_idx ON deliveries (event_id) WHERE state = 'dead';
 INSERT INTO deliveries (event_id, action_id, hook_id, state, attempts, next_attempt_at, lease_until, leased_by, last_error, updated_at)
     SELECT id, 'default', hook_id, state, attempts, next_attempt_at, lease_until, leased_by, last_error, updated_at
     FROM events WHERE state IN ('pending', 'delivering', 'done', 'dead');
-UPDATE events SET fanned_out = true, lease_until = NULL, leased_by = NULL
-    WHERE state IN ('pending', 'delivering', 'done', 'dead');
 
 -- Events waiting to be fanned out, per hook in id (receipt) order.
 CREATE INDEX events_fanout_idx ON events (hook_id, id) WHERE state = 'pending' AND NOT fanned_out;
