@@ -134,6 +134,10 @@ impl Live {
                     });
                 match built {
                     Ok((action, when)) => routes.push(Arc::new(Route {
+                        breaker_key: match spec.index {
+                            None => action.target.clone(),
+                            Some(_) => format!("{} ({}/{})", action.target, h.id, spec.id),
+                        },
                         hook_id: h.id.clone(),
                         action_id: spec.id.to_string(),
                         index,

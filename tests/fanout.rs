@@ -728,3 +728,48 @@ fn after_action_waits_for_the_first_matching_action() {
     );
     wait_state(&url, "resp-2", "done", WAIT);
 }
+
+/// Each action of a list has a breaker of its own: one whose path at a
+/// target fails opens its breaker, and another action sending to the same
+/// target (another path) goes on delivering at once.
+#[test]
+fn one_actions_breaker_does_not_hold_back_another() {
+    let env = Env::new("fanout-breaker");
+    let sink = Sink::new();
+    sink.set_reply(|r, _| {
+        let status = if r.path == "/down" { 503 } else { 200 };
+        (status, vec![], Duration::ZERO)
+    });
+    let secret = env.write("gh.secret", SECRET);
+    let url = env.sqlite_url();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = format!(
+        "{}\n[[hooks.actions]]\nid = \"down\"\ntype = \"forward\"\nurl = \"{}\"\n\
+         [hooks.actions.breaker]\nfailures = 1\ncooldown = \"1h\"\n\
+         [[hooks.actions]]\nid = \"up\"\ntype = \"forward\"\nurl = \"{}\"\n{DELIVERY}",
+        config(&addr, &url, &secret, ""),
+        sink.url("/down"),
+        sink.url("/up")
+    );
+    let d = Daemon::start(&env, &cfg, &[]);
+    assert_eq!(d.post("gh", "b-0", b"{}").status, 202);
+    wait_until(WAIT, "down failed once", || {
+        sink.all().iter().any(|r| r.path == "/down")
+    });
+    let started = Instant::now();
+    for i in 1..4 {
+        assert_eq!(d.post("gh", &format!("b-{i}"), b"{}").status, 202);
+    }
+    wait_until(Duration::from_secs(10), "up delivered every event", || {
+        sink.all().iter().filter(|r| r.path == "/up").count() == 4
+    });
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let down = sink.all().iter().filter(|r| r.path == "/down").count();
+    assert_eq!(down, 1, "down's breaker is open: nothing more sent there");
+    let status = request(&d.addr, "GET", "/status", &[], b"").unwrap().json();
+    let breakers = status["delivery"]["breakers"].to_string();
+    assert!(
+        breakers.contains("(gh/down)") && breakers.contains("open"),
+        "{breakers}"
+    );
+}

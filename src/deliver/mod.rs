@@ -37,6 +37,11 @@ pub struct Route {
     pub action: HookAction,
     pub retry: RetryConfig,
     pub breaker: BreakerConfig,
+    /// The circuit breaker's key. A hook's single `[hooks.action]`: its
+    /// target, shared by every hook sending there (as before fan-out). An
+    /// entry of `[[hooks.actions]]`: the target with hook and action, so one
+    /// action's failures never hold back another's at the same target.
+    pub breaker_key: String,
     /// Which events this action gets.
     pub when: Condition,
 }

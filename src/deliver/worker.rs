@@ -161,7 +161,7 @@ async fn dispatch<C: Context>(
         }
         let now = Instant::now();
         let want = app.delivery().breakers.permits(
-            &action.target,
+            &route.breaker_key,
             route.breaker.failures,
             free.min(CLAIM_MAX),
             now,
@@ -191,7 +191,7 @@ async fn dispatch<C: Context>(
         for ev in claimed {
             app.delivery()
                 .breakers
-                .begin(&action.target, Instant::now());
+                .begin(&route.breaker_key, Instant::now());
             let slot = Slot::take(app.clone(), &slot_key);
             tasks.spawn(deliver_one(slot, route.clone(), ev, finisher.clone()));
         }
@@ -315,7 +315,6 @@ async fn deliver_one<C: Context>(
     finisher: Arc<super::Finisher>,
 ) {
     let app = slot.app.clone();
-    let action = &route.action;
     let started = Instant::now();
     let started_at = SystemTime::now();
     let (attempt, first) = attempt(&app, &route, &ev).await;
@@ -350,7 +349,7 @@ async fn deliver_one<C: Context>(
     }
     let now = SystemTime::now();
     app.delivery().breakers.record(
-        &action.target,
+        &route.breaker_key,
         attempt == Attempt::Ok,
         route.breaker.failures,
         route.breaker.cooldown,

@@ -303,15 +303,15 @@ pub fn event(
         .hooks
         .get(&e.hook_id)
         .and_then(|h| h.routes.first())
-        .map(|r| r.action.target.clone());
+        .map(|r| (r.action.target.clone(), r.breaker_key.clone()));
     match target {
-        Some(t) => {
+        Some((t, key)) => {
             let state = app
                 .delivery
                 .breakers
                 .snapshot(Instant::now())
                 .into_iter()
-                .find(|(k, _)| *k == t)
+                .find(|(k, _)| *k == key)
                 .map(|(_, st)| st.as_str())
                 .unwrap_or("closed");
             kv(
