@@ -37,6 +37,11 @@ pub async fn read_body(
         return Err(BodyError::TooLarge(limit));
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // A body that arrives in one frame (the usual case for a webhook: hyper
+    // reads it with the head) is kept as that frame's bytes, no copy; only
+    // a body in several frames is gathered into `buf`, sized once from
+    // Content-Length (bounded by the limit) instead of regrowing.
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     // Without a slot (the console's forms) nothing can evict the reader.
     let never = tokio::sync::Notify::new();
@@ -55,14 +60,26 @@ pub async fn read_body(
             None => break,
             Some(Err(e)) => return Err(BodyError::Read(e.to_string())),
             Some(Ok(f)) => {
-                if let Some(d) = f.data_ref() {
-                    if buf.len().saturating_add(d.len()) > limit {
-                        return Err(BodyError::TooLarge(limit as u64));
+                let Ok(d) = f.into_data() else { continue };
+                let had = first.as_ref().map_or(0, Bytes::len);
+                if had.saturating_add(buf.len()).saturating_add(d.len()) > limit {
+                    return Err(BodyError::TooLarge(limit as u64));
+                }
+                if let Some(slot) = slot {
+                    slot.received.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                if first.is_none() && buf.is_empty() {
+                    first = Some(d);
+                } else {
+                    if let Some(f) = first.take() {
+                        let want = content_length
+                            .and_then(|n| usize::try_from(n).ok())
+                            .unwrap_or(0)
+                            .clamp(f.len() + d.len(), limit.max(f.len() + d.len()));
+                        buf.reserve(want);
+                        buf.extend_from_slice(&f);
                     }
-                    buf.extend_from_slice(d);
-                    if let Some(slot) = slot {
-                        slot.received.fetch_add(d.len() as u64, Ordering::Relaxed);
-                    }
+                    buf.extend_from_slice(&d);
                 }
             }
         }
@@ -70,5 +87,8 @@ pub async fn read_body(
     if let Some(slot) = slot {
         slot.reading.store(false, Ordering::Release);
     }
-    Ok(buf.freeze())
+    match first {
+        Some(f) => Ok(f),
+        None => Ok(buf.freeze()),
+    }
 }

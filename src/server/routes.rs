@@ -272,13 +272,6 @@ async fn hook(
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let peer = peer_str(peer);
     let status = answer.status.as_u16();
-    let line = format!(
-        "hook={} delivery={} event={} status={status} duration_ms={duration_ms:.2} peer={peer} {}",
-        hook.id,
-        answer.delivery.as_deref().unwrap_or("-"),
-        answer.event.as_deref().unwrap_or("-"),
-        answer.detail,
-    );
     let level = match status {
         _ if answer.quiet => log::Level::Debug,
         _ if !answer.counted => log::Level::Info,
@@ -298,7 +291,12 @@ async fn hook(
         duration = (duration_ms * 100.0).round() / 100.0,
         peer = peer.as_str(),
         secret_index = answer.key_index.map(|k| k as u64);
-        "{line}"
+        // Formatted once, by the logger, straight into its line.
+        "hook={} delivery={} event={} status={status} duration_ms={duration_ms:.2} peer={peer} {}",
+        hook.id,
+        answer.delivery.as_deref().unwrap_or("-"),
+        answer.event.as_deref().unwrap_or("-"),
+        answer.detail,
     );
     let mut resp = match answer.custom.map(|c| *c) {
         Some(c) => {

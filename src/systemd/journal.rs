@@ -304,6 +304,18 @@ pub fn json_line(
     line
 }
 
+/// `time level message\n` in one allocation (the request log line is
+/// written for every request).
+fn text_line(level: log::Level, msg: &str) -> String {
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(32 + msg.len());
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+    let _ = write!(line, "{now} {level:<5} ");
+    line.push_str(msg);
+    line.push('\n');
+    line
+}
+
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
         // Libraries (hyper, r2d2, postgres) only get to speak about problems.
@@ -331,9 +343,9 @@ impl log::Log for Logger {
                 }
             }
             Sink::Stderr(LogFormat::Text) => {
-                let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-                let line = format!("{now} {:<5} {msg}\n", r.level());
-                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                let _ = std::io::stderr()
+                    .lock()
+                    .write_all(text_line(r.level(), &msg).as_bytes());
             }
             Sink::Stderr(LogFormat::Json) => {
                 let line = json_line(
