@@ -104,17 +104,7 @@ fn notify_protocol_and_health_gated_watchdog() {
 fn ready_does_not_wait_for_the_store() {
     let env = Env::new("notify-pg");
     let secret = env.write("gh.secret", SECRET);
-    let n = Notify::new(&env);
-    let real = pg_url();
-    let proxy = Proxy::new(pg_host_port(&real));
-    proxy.cut();
-    let via = real.replace(&pg_host_port(&real), &proxy.addr);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let _d = Daemon::spawn(
-        &env,
-        &config(&addr, &via, &secret, ""),
-        &[("NOTIFY_SOCKET", n.path.display().to_string())],
-    );
+    let (_d, n, proxy) = spawn_with_postgres_cut(&env, &secret, "");
     let waiting = n.wait_for("READY=1", Duration::from_secs(5));
     let after = n.collect(Duration::from_millis(300));
     assert!(

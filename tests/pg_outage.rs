@@ -205,17 +205,8 @@ fn starts_while_postgres_is_down_and_spools() {
 fn starts_while_postgres_is_down_without_spool_answering_503() {
     let env = Env::new("pgdown-nospool");
     let secret = env.write("gh.secret", SECRET);
-    let n = Notify::new(&env);
     let real = pg_url();
-    let proxy = Proxy::new(pg_host_port(&real));
-    proxy.cut();
-    let via = real.replace(&pg_host_port(&real), &proxy.addr);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let d = Daemon::spawn(
-        &env,
-        &config(&addr, &via, &secret, ""),
-        &[("NOTIFY_SOCKET", n.path.display().to_string())],
-    );
+    let (d, n, proxy) = spawn_with_postgres_cut(&env, &secret, "");
     let lines = n.wait_for("READY=1", Duration::from_secs(5));
     let status: Vec<_> = lines.iter().filter(|l| l.starts_with("STATUS=")).collect();
     assert!(

@@ -1046,3 +1046,21 @@ pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("{what} (waited {limit:?})");
 }
+
+/// A daemon on PostgreSQL reached through a proxy that is already cut, with
+/// NOTIFY_SOCKET set: a database that is down when the daemon starts.
+/// `proxy.restore()` brings it back.
+pub fn spawn_with_postgres_cut(env: &Env, secret: &Path, extra: &str) -> (Daemon, Notify, Proxy) {
+    let n = Notify::new(env);
+    let real = pg_url();
+    let proxy = Proxy::new(pg_host_port(&real));
+    proxy.cut();
+    let via = real.replace(&pg_host_port(&real), &proxy.addr);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::spawn(
+        env,
+        &config(&addr, &via, secret, extra),
+        &[("NOTIFY_SOCKET", n.path.display().to_string())],
+    );
+    (d, n, proxy)
+}
