@@ -104,7 +104,7 @@ fn notify_protocol_and_health_gated_watchdog() {
 fn ready_does_not_wait_for_the_store() {
     let env = Env::new("notify-pg");
     let secret = env.write("gh.secret", SECRET);
-    let (_d, n, proxy) = spawn_with_postgres_cut(&env, &secret, "");
+    let (_d, n, proxy, _) = spawn_with_postgres_cut(&env, &secret, "");
     let waiting = n.wait_for("READY=1", Duration::from_secs(5));
     let after = n.collect(Duration::from_millis(300));
     assert!(

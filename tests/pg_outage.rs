@@ -205,8 +205,7 @@ fn starts_while_postgres_is_down_and_spools() {
 fn starts_while_postgres_is_down_without_spool_answering_503() {
     let env = Env::new("pgdown-nospool");
     let secret = env.write("gh.secret", SECRET);
-    let real = pg_url();
-    let (d, n, proxy) = spawn_with_postgres_cut(&env, &secret, "");
+    let (d, n, proxy, real) = spawn_with_postgres_cut(&env, &secret, "");
     let lines = n.wait_for("READY=1", Duration::from_secs(5));
     let status: Vec<_> = lines.iter().filter(|l| l.starts_with("STATUS=")).collect();
     assert!(

@@ -1049,8 +1049,13 @@ pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 /// A daemon on PostgreSQL reached through a proxy that is already cut, with
 /// NOTIFY_SOCKET set: a database that is down when the daemon starts.
-/// `proxy.restore()` brings it back.
-pub fn spawn_with_postgres_cut(env: &Env, secret: &Path, extra: &str) -> (Daemon, Notify, Proxy) {
+/// `proxy.restore()` brings it back; the last value is the database's own
+/// URL (each `pg_url()` is a fresh database).
+pub fn spawn_with_postgres_cut(
+    env: &Env,
+    secret: &Path,
+    extra: &str,
+) -> (Daemon, Notify, Proxy, String) {
     let n = Notify::new(env);
     let real = pg_url();
     let proxy = Proxy::new(pg_host_port(&real));
@@ -1062,5 +1067,5 @@ pub fn spawn_with_postgres_cut(env: &Env, secret: &Path, extra: &str) -> (Daemon
         &config(&addr, &via, secret, extra),
         &[("NOTIFY_SOCKET", n.path.display().to_string())],
     );
-    (d, n, proxy)
+    (d, n, proxy, real)
 }
