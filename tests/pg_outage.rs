@@ -262,3 +262,59 @@ fn synchronous_commit_off_is_not_inherited() {
         r.text()
     );
 }
+
+/// A batch of delivery results that PostgreSQL refuses once with a
+/// transient error (here a real 40P01 raised by a trigger, as a deadlock
+/// victim gets) is recorded again at once: the delivery is done, not left
+/// leased until its lease expires and delivered a second time.
+#[test]
+fn a_result_refused_once_by_postgres_is_recorded_again_at_once() {
+    let db = pg_url();
+    let sink = Sink::new();
+    let env = Env::new("pgfinishretry");
+    let secret = env.write("gh.secret", SECRET);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = format!(
+        "{}[hooks.action]\ntype = \"forward\"\nurl = \"{}\"\ntimeout = \"10s\"\n\
+         [delivery]\npoll_interval = \"100ms\"\nlease_margin = \"1s\"\n",
+        config(&addr, &db, &secret, ""),
+        sink.url("/r")
+    );
+    let d = Daemon::start(&env, &cfg, &[]);
+    let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    // A sequence is not rolled back with the transaction it is used in:
+    // only the first result fails.
+    c.batch_execute(
+        "CREATE SEQUENCE refuse_once; \
+         CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.state = 'done' AND nextval('refuse_once') = 1 THEN \
+             RAISE EXCEPTION 'injected deadlock' USING ERRCODE = '40P01'; \
+           END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_once BEFORE UPDATE ON deliveries FOR EACH ROW EXECUTE FUNCTION refuse_once();",
+    )
+    .unwrap();
+    let r = d.post("gh", "refused-1", b"{}");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = state_of(&db, "refused-1");
+        if st.as_ref().map(|(s, _)| s.as_str()) == Some("done") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "result not recorded after one refusal: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let used: i64 = c
+        .query_one("SELECT last_value FROM refuse_once", &[])
+        .unwrap()
+        .get(0);
+    assert!(used >= 2, "the trigger refused nothing ({used})");
+    assert_eq!(sink.count(), 1, "delivered again");
+    assert!(
+        d.log_text().contains("trying again"),
+        "no log line says the result is tried again"
+    );
+}

@@ -531,6 +531,40 @@ fn attempt_record(
     }
 }
 
+/// Pauses before a result batch that the store could not take is tried
+/// again. A deadlock or a dropped connection is over in milliseconds, and
+/// a result given up on is delivered again when its lease expires.
+const FINISH_RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+];
+
+/// `Store::finish`, tried again after a transient failure (the batch's
+/// transaction was rolled back, so it can be run again as it is).
+fn finish_retrying(
+    store: &dyn crate::store::Store,
+    worker: &str,
+    items: &[(crate::store::DeliveryKey, crate::store::Disposition)],
+) -> Result<Vec<bool>, crate::store::StoreError> {
+    let mut pauses = FINISH_RETRY_PAUSES.iter();
+    loop {
+        match store.finish(worker, items, std::time::SystemTime::now()) {
+            Err(e @ crate::store::StoreError::Unavailable(_)) => match pauses.next() {
+                Some(p) => {
+                    log::info!(
+                        "delivery: recording {} result(s) failed ({e}); trying again in {p:?}",
+                        items.len()
+                    );
+                    std::thread::sleep(*p);
+                }
+                None => return Err(e),
+            },
+            r => return r,
+        }
+    }
+}
+
 impl Finisher {
     pub fn start(store: std::sync::Arc<dyn crate::store::Store>, worker: String) -> Finisher {
         let (tx, rx) = std::sync::mpsc::channel::<FinishJob>();
@@ -549,7 +583,7 @@ impl Finisher {
                         .iter()
                         .map(|(id, d, _, _)| (id.clone(), d.clone()))
                         .collect();
-                    match store.finish(&worker, &items, std::time::SystemTime::now()) {
+                    match finish_retrying(&*store, &worker, &items) {
                         Ok(results) => {
                             // History of the attempts whose result counted;
                             // losing it loses no delivery, so only warn.

@@ -506,7 +506,7 @@ impl PgInner {
             .query(
                 "SELECT id, hook_id, delivery_id, event_type, received_at, headers, body FROM events \
                  WHERE hook_id = $1 AND state = 'pending' AND NOT fanned_out ORDER BY id LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED",
+                 FOR NO KEY UPDATE SKIP LOCKED",
                 &[&hook_id, &(limit as i64)],
             )
             .map_err(map_err)?;
@@ -852,6 +852,10 @@ impl PgInner {
                  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM events WHERE id = $1)",
             )
             .map_err(map_err)?;
+        // In event order, as `refresh` locks: each insert key-share locks
+        // its event through the foreign key.
+        let mut items: Vec<&AttemptRecord> = items.iter().collect();
+        items.sort_by(|a, b| a.event_id.cmp(&b.event_id));
         for a in items {
             tx.execute(
                 &st,
@@ -1106,6 +1110,10 @@ impl Store for PgStore {
 /// between two instances finishing deliveries of the same events), so the
 /// summary is computed from a snapshot taken after the lock: one that sees
 /// what a concurrent transaction on another action of the event committed.
+/// The lock is `FOR NO KEY UPDATE`, not `FOR UPDATE`: the latter conflicts
+/// with the key-share lock that inserting an attempt or a delivery takes
+/// on its event through the foreign key, in whatever order that insert
+/// goes, and two instances deadlocked on it.
 fn refresh(
     tx: &mut postgres::Transaction<'_>,
     ids: &[String],
@@ -1120,7 +1128,7 @@ fn refresh(
     ids.dedup();
     if lock {
         tx.execute(
-            "SELECT 1 FROM events WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT 1 FROM events WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
             &[&ids],
         )
         .map_err(map_err)?;

@@ -19,7 +19,8 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_webhookd")
 }
 
-/// A temporary directory removed on drop.
+/// A temporary directory removed on drop, kept when the test failed (its
+/// daemon logs are the first thing to read then).
 pub struct Env {
     pub dir: PathBuf,
 }
@@ -55,6 +56,13 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed: kept {} (daemon logs inside)",
+                self.dir.display()
+            );
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
