@@ -8,6 +8,7 @@
 
 pub mod bringup;
 pub mod deadline;
+mod gate;
 mod embedded;
 pub mod migrations;
 pub mod postgres;

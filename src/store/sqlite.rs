@@ -4,7 +4,7 @@
 //! own connections.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -18,6 +18,7 @@ use super::{disposition_columns, Claimed, Counts, Disposition, Headers, NewEvent
 use super::{from_micros, to_micros, BatchSink, EventRecord, ListQuery, Outcome, Store};
 use super::{page_bounds, page_plan, AttemptRecord, Page, PagePlan, PageQuery};
 use super::{ActionCounts, DeliveryKey, DeliveryRecord, FanOutPick, FannedOut};
+use super::gate::WriteGate;
 use super::{Cause, EventState, StoreError};
 
 pub struct SqliteStore {
@@ -25,6 +26,8 @@ pub struct SqliteStore {
     /// Idle connections for reads and delivery bookkeeping (the writer
     /// thread keeps its own).
     idle: Mutex<Vec<Connection>>,
+    /// Turns for every write transaction of this process on the file.
+    gate: Arc<WriteGate>,
 }
 
 impl SqliteStore {
@@ -43,6 +46,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             idle: Mutex::new(Vec::new()),
+            gate: Arc::new(WriteGate::default()),
         })
     }
 
@@ -75,6 +79,15 @@ impl SqliteStore {
             }
         }
         r
+    }
+
+    /// [`SqliteStore::with_conn`] in this process's turn to write.
+    fn with_write<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _turn = self.gate.enter();
+        self.with_conn(f)
     }
 
     fn connect(&self, create: bool) -> Result<Connection, StoreError> {
@@ -152,6 +165,7 @@ const COLUMNS: &str = "id, hook_id, delivery_id, event_type, received_at, state,
 struct SqliteSink {
     path: PathBuf,
     conn: Option<Connection>,
+    gate: Arc<WriteGate>,
 }
 
 impl SqliteSink {
@@ -177,7 +191,10 @@ impl BatchSink for SqliteSink {
         let Some(conn) = self.conn.as_mut() else {
             return Err(StoreError::Unavailable("no connection".into()));
         };
-        let res = SqliteSink::write(conn, events);
+        let res = {
+            let _turn = self.gate.enter();
+            SqliteSink::write(conn, events)
+        };
         if res.is_err() {
             // Reopen next time: a failed disk or a replaced file should not
             // leave us with a poisoned handle.
@@ -289,6 +306,7 @@ impl Store for SqliteStore {
         Box::new(SqliteSink {
             path: self.path.clone(),
             conn: None,
+            gate: self.gate.clone(),
         })
     }
 
@@ -372,6 +390,7 @@ impl Store for SqliteStore {
             if due.is_empty() {
                 return Ok(Vec::new());
             }
+            let _turn = self.gate.enter();
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -424,7 +443,7 @@ impl Store for SqliteStore {
         now: SystemTime,
         lease_until: SystemTime,
     ) -> Result<Vec<Claimed>, StoreError> {
-        self.with_conn(|conn| {
+        self.with_write(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -505,7 +524,7 @@ impl Store for SqliteStore {
         items: &[(DeliveryKey, Disposition)],
         now: SystemTime,
     ) -> Result<Vec<bool>, StoreError> {
-        self.with_conn(|conn| {
+        self.with_write(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -542,7 +561,7 @@ impl Store for SqliteStore {
     }
 
     fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError> {
-        self.with_conn(|conn| {
+        self.with_write(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -567,7 +586,7 @@ impl Store for SqliteStore {
     }
 
     fn replay(&self, f: &ReplayFilter, now: SystemTime) -> Result<usize, StoreError> {
-        self.with_conn(|conn| {
+        self.with_write(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -628,7 +647,7 @@ impl Store for SqliteStore {
         dead_before: Option<SystemTime>,
         batch: u32,
     ) -> Result<usize, StoreError> {
-        self.with_conn(|conn| {
+        self.with_write(|conn| {
             conn.execute(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE \
                  (?1 IS NOT NULL AND state IN ('done', 'stored') AND received_at < ?1) OR \
@@ -676,7 +695,7 @@ impl Store for SqliteStore {
         if items.is_empty() {
             return Ok(());
         }
-        self.with_conn(|conn| {
+        self.with_write(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
