@@ -55,3 +55,38 @@ fn batches_sqlite() {
 fn batches_postgres() {
     batches(Kind::Postgres);
 }
+
+/// The embedded store's WAL is checkpointed while the daemon runs, by a
+/// thread of its own (the writers' automatic checkpoints are off): what the
+/// daemon stores keeps reaching the database file.
+#[test]
+fn the_wal_is_checkpointed_while_the_daemon_runs() {
+    let env = Env::new("group-checkpoint");
+    let secret = env.write("gh.secret", SECRET);
+    let url = env.sqlite_url();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _d = Daemon::start(&env, &config(&addr, &url, &secret, ""), &[]);
+    let db = env.path("events.db");
+    let size = || std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    // 4 MB of bodies per round, about SQLite's own checkpoint limit (1,000
+    // pages); the database file only grows by checkpoints.
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(16 * 1024));
+    for round in 1..=3u64 {
+        for i in 0..256 {
+            let r = post_signed(
+                &addr,
+                "gh",
+                &format!("ck-{round}-{i}"),
+                body.as_bytes(),
+                SECRET,
+            );
+            assert_eq!(r.status, 202);
+        }
+        wait_until(
+            std::time::Duration::from_secs(10),
+            &format!("round {round}'s bodies reach the database file"),
+            || size() > before + round * 4 * 1024 * 1024,
+        );
+    }
+}

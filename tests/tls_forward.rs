@@ -99,9 +99,11 @@ fn forwards_over_https_with_the_action_ca_reusing_connections() {
         .text();
     let c = rusqlite::Connection::open(url.strip_prefix("sqlite://").unwrap()).unwrap();
     let stored: String = c
-        .query_row("SELECT group_concat(headers, ' ') FROM events", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT group_concat(headers, ' ') FROM event_bodies",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     for (what, text) in [
         ("log", d.log_text()),

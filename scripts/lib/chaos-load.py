@@ -157,7 +157,9 @@ def sink(a):
 
 def rows(a):
     c = sqlite3.connect("file:%s?mode=ro" % a.sqlite, uri=True, timeout=10)
-    for did, state, body in c.execute("SELECT delivery_id, state, body FROM events"):
+    # Bodies are in their own table since schema 6.
+    for did, state, body in c.execute(
+            "SELECT delivery_id, state, b.body FROM events JOIN event_bodies b ON b.event_id = id"):
         ok = 1
         try:
             ok = 1 if json.loads(bytes(body))["chaos"] == did else 0

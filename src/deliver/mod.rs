@@ -483,7 +483,7 @@ type FinishJob = (
 );
 
 /// When an attempt ran, how long it took and what the target or command
-/// said, kept with its result for the console (`Store::record_attempts`).
+/// said, kept with its result for the console (`Store::finish_with_history`).
 #[derive(Debug, Clone)]
 pub struct AttemptLog {
     pub attempt: i32,
@@ -540,16 +540,18 @@ const FINISH_RETRY_PAUSES: [Duration; 3] = [
     Duration::from_millis(500),
 ];
 
-/// `Store::finish`, tried again after a transient failure (the batch's
-/// transaction was rolled back, so it can be run again as it is).
+/// `Store::finish_with_history`, tried again after a transient failure
+/// (the batch's transaction was rolled back, so it can be run again as it
+/// is).
 fn finish_retrying(
     store: &dyn crate::store::Store,
     worker: &str,
     items: &[(crate::store::DeliveryKey, crate::store::Disposition)],
+    history: &[crate::store::AttemptRecord],
 ) -> Result<Vec<bool>, crate::store::StoreError> {
     let mut pauses = FINISH_RETRY_PAUSES.iter();
     loop {
-        match store.finish(worker, items, std::time::SystemTime::now()) {
+        match store.finish_with_history(worker, items, history, std::time::SystemTime::now()) {
             Err(e @ crate::store::StoreError::Unavailable(_)) => match pauses.next() {
                 Some(p) => {
                     log::info!(
@@ -565,6 +567,16 @@ fn finish_retrying(
     }
 }
 
+/// Most results recorded in one transaction.
+const FINISH_BATCH_MAX: usize = 512;
+
+/// How long the finisher waits for more results after the first of a
+/// batch. Results come in one by one, as attempts end; without the wait
+/// most batches hold one result, and each is a write transaction of its
+/// own that the ingest writer waits behind. A result recorded 2 ms later
+/// changes nothing for anyone.
+const FINISH_GATHER: Duration = Duration::from_millis(2);
+
 impl Finisher {
     pub fn start(store: std::sync::Arc<dyn crate::store::Store>, worker: String) -> Finisher {
         let (tx, rx) = std::sync::mpsc::channel::<FinishJob>();
@@ -573,8 +585,10 @@ impl Finisher {
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut jobs = vec![first];
-                    while jobs.len() < 512 {
-                        match rx.try_recv() {
+                    let until = std::time::Instant::now() + FINISH_GATHER;
+                    while jobs.len() < FINISH_BATCH_MAX {
+                        let left = until.saturating_duration_since(std::time::Instant::now());
+                        match rx.recv_timeout(left) {
                             Ok(j) => jobs.push(j),
                             Err(_) => break,
                         }
@@ -583,22 +597,12 @@ impl Finisher {
                         .iter()
                         .map(|(id, d, _, _)| (id.clone(), d.clone()))
                         .collect();
-                    match finish_retrying(&*store, &worker, &items) {
+                    let history: Vec<_> = jobs
+                        .iter()
+                        .map(|(id, d, log, _)| attempt_record(id, d, log, &worker))
+                        .collect();
+                    match finish_retrying(&*store, &worker, &items, &history) {
                         Ok(results) => {
-                            // History of the attempts whose result counted;
-                            // losing it loses no delivery, so only warn.
-                            let records: Vec<_> = jobs
-                                .iter()
-                                .zip(&results)
-                                .filter(|(_, ok)| **ok)
-                                .map(|((id, d, log, _), _)| attempt_record(id, d, log, &worker))
-                                .collect();
-                            if let Err(e) = store.record_attempts(&records) {
-                                log::warn!(
-                                    "delivery: cannot keep the history of {} attempt(s): {e}",
-                                    records.len()
-                                );
-                            }
                             for ((_, _, _, reply), ok) in jobs.into_iter().zip(results) {
                                 let _ = reply.send(Ok(ok));
                             }

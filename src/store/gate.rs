@@ -1,15 +1,15 @@
-//! A first-come, first-served turn for the writers of one SQLite file in
-//! this process.
+//! First come, first served turns at the embedded store's one write
+//! connection (see `WriteConn` in sqlite.rs).
 //!
 //! SQLite has one write lock per file, and a connection that finds it taken
 //! polls in its busy handler (sleeps of 1 ms growing to 100 ms). Under
-//! ingest load the group-commit writer commits back to back and takes the
+//! ingest load the group-commit writer committed back to back and took the
 //! lock again within microseconds, so the delivery side's transactions
 //! (fan-out, claims, results) almost never caught it: a hook's action
-//! forwarded a few hundred events per second while thousands came in. With
-//! this gate every writer of the process waits its turn in arrival order,
-//! and the SQLite lock is free whenever a turn starts (other processes, such
-//! as the `events` commands, still meet the busy handler).
+//! forwarded a few hundred events per second while thousands came in. Now
+//! every write of the process waits its turn here, in arrival order (a
+//! plain mutex lets the thread that just let go take it again first).
+//! Other processes (the `events` commands) still meet the busy handler.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -75,7 +75,10 @@ mod tests {
                 std::thread::yield_now();
             }
         }
-        assert!(order.lock().unwrap().is_empty(), "a turn began during another");
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "a turn began during another"
+        );
         drop(first);
         for t in threads {
             t.join().unwrap();

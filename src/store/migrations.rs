@@ -36,6 +36,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "deliveries",
         sql: include_str!("../../migrations/postgres/0005_deliveries.sql"),
     },
+    Migration {
+        version: 6,
+        name: "event_bodies",
+        sql: include_str!("../../migrations/postgres/0006_event_bodies.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -63,6 +68,11 @@ pub const SQLITE: &[Migration] = &[
         version: 5,
         name: "deliveries",
         sql: include_str!("../../migrations/sqlite/0005_deliveries.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "event_bodies",
+        sql: include_str!("../../migrations/sqlite/0006_event_bodies.sql"),
     },
 ];
 

@@ -7,9 +7,10 @@
 //! `postgres` client runs its own runtime and must not be nested in ours.
 
 pub mod bringup;
+mod checkpoint;
 pub mod deadline;
-mod gate;
 mod embedded;
+mod gate;
 pub mod migrations;
 pub mod postgres;
 pub mod spool;
@@ -492,6 +493,32 @@ pub trait Store: Send + Sync + 'static {
     fn page(&self, q: &PageQuery) -> Result<Page, StoreError>;
     /// Keep the records of finished attempts (those whose event still exists).
     fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError>;
+    /// [`Store::finish`], then keep the history of the attempts whose
+    /// result counted (`history[i]` is the attempt of `items[i]`). Losing
+    /// history loses no delivery, so a failure to keep it is only logged.
+    /// An engine may do both in one transaction.
+    fn finish_with_history(
+        &self,
+        worker: &str,
+        items: &[(DeliveryKey, Disposition)],
+        history: &[AttemptRecord],
+        now: SystemTime,
+    ) -> Result<Vec<bool>, StoreError> {
+        let done = self.finish(worker, items, now)?;
+        let keep: Vec<AttemptRecord> = history
+            .iter()
+            .zip(&done)
+            .filter(|(_, ok)| **ok)
+            .map(|(h, _)| h.clone())
+            .collect();
+        if let Err(e) = self.record_attempts(&keep) {
+            log::warn!(
+                "delivery: cannot keep the history of {} attempt(s): {e}",
+                keep.len()
+            );
+        }
+        Ok(done)
+    }
     /// The attempts of one event, oldest first.
     fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
     /// The deliveries of one event, by action id.

@@ -238,15 +238,14 @@ impl Spool {
                 format!("spool is full ({} events)", self.len()).into(),
             ));
         }
-        let out = super::embedded::insert_batch(
-            &mut conn,
-            "INSERT INTO spool (id, hook_id, delivery_id, event_type, received_at, headers, body, state) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hook_id, delivery_id) DO NOTHING",
-            "SELECT id FROM spool WHERE hook_id = ?1 AND delivery_id = ?2",
-            events,
-            Outcome::Spooled,
-        )
-        .map_err(err)?;
+        const SQL: super::embedded::InsertSql = super::embedded::InsertSql {
+            event: "INSERT INTO spool (id, hook_id, delivery_id, event_type, received_at, headers, body, state) \
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hook_id, delivery_id) DO NOTHING",
+            body: None,
+            existing: "SELECT id FROM spool WHERE hook_id = ?1 AND delivery_id = ?2",
+        };
+        let out = super::embedded::insert_batch(&mut conn, &SQL, events, Outcome::Spooled)
+            .map_err(err)?;
         let added = out
             .iter()
             .filter(|o| matches!(o, Outcome::Spooled(_)))

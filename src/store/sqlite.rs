@@ -3,8 +3,8 @@
 //! write connection (SQLite has a single writer anyway); readers open their
 //! own connections.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -14,11 +14,11 @@ use bytes::Bytes;
 
 use crate::id::time_bound;
 
+use super::gate::WriteGate;
 use super::{disposition_columns, Claimed, Counts, Disposition, Headers, NewEvent, ReplayFilter};
 use super::{from_micros, to_micros, BatchSink, EventRecord, ListQuery, Outcome, Store};
 use super::{page_bounds, page_plan, AttemptRecord, Page, PagePlan, PageQuery};
 use super::{ActionCounts, DeliveryKey, DeliveryRecord, FanOutPick, FannedOut};
-use super::gate::WriteGate;
 use super::{Cause, EventState, StoreError};
 
 pub struct SqliteStore {
@@ -26,8 +26,92 @@ pub struct SqliteStore {
     /// Idle connections for reads and delivery bookkeeping (the writer
     /// thread keeps its own).
     idle: Mutex<Vec<Connection>>,
-    /// Turns for every write transaction of this process on the file.
-    gate: Arc<WriteGate>,
+    /// The connection every write of this process goes through.
+    writer: Arc<WriteConn>,
+}
+
+/// One connection for all writes of the process, ingest and delivery
+/// alike, taken in turns. Several write connections gained nothing (SQLite
+/// has one write lock per file) and cost a lot: each transaction of a
+/// connection started with an empty page cache whenever another had
+/// committed meanwhile, so a delivery transaction of a few rows read
+/// hundreds of pages back and held the lock about 2 ms, as long as an
+/// ingest batch.
+struct WriteConn {
+    path: PathBuf,
+    gate: WriteGate,
+    conn: Mutex<Option<Connection>>,
+    /// Set once the checkpoint thread runs (with the first ingest sink); it
+    /// stops when this store is dropped.
+    checkpointing: std::sync::OnceLock<Arc<()>>,
+}
+
+impl WriteConn {
+    /// Run `f` on the write connection in this caller's turn. `durable`:
+    /// the commit is on disk before it returns (synchronous = FULL, for
+    /// ingest); else it may be lost to a power cut (NORMAL, for delivery
+    /// bookkeeping: a lost lease or result means a redelivery). Set before
+    /// every use, so no other path can leave the connection in the wrong
+    /// mode. A connection that saw an error is reopened next time.
+    fn with<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _turn = self.gate.enter();
+        let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = match slot.take() {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let mut conn = conn;
+        let r = conn
+            .execute_batch(if durable {
+                "PRAGMA synchronous = FULL;"
+            } else {
+                "PRAGMA synchronous = NORMAL;"
+            })
+            .map_err(map_err)
+            .and_then(|()| f(&mut conn));
+        if r.is_ok() {
+            *slot = Some(conn);
+        }
+        r
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        let conn = connect(&self.path, false, self.checkpointing.get().is_some())?;
+        // Pages stay in memory (16 MB instead of SQLite's 2 MB), so index
+        // pages are not read back for every batch.
+        conn.execute_batch("PRAGMA cache_size = -16384;")
+            .map_err(map_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+}
+
+/// Open the file with the settings every connection has; with
+/// `manual_checkpoints`, automatic checkpoints are off (checkpoint.rs).
+fn connect(path: &Path, create: bool, manual_checkpoints: bool) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Unavailable(format!("cannot open {}: {e}", path.display()).into())
+    })?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(map_err)?;
+    if manual_checkpoints {
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(map_err)?;
+    }
+    Ok(conn)
 }
 
 impl SqliteStore {
@@ -44,14 +128,19 @@ impl SqliteStore {
             }
         }
         Ok(SqliteStore {
-            path,
+            path: path.clone(),
             idle: Mutex::new(Vec::new()),
-            gate: Arc::new(WriteGate::default()),
+            writer: Arc::new(WriteConn {
+                path,
+                gate: WriteGate::default(),
+                conn: Mutex::new(None),
+                checkpointing: std::sync::OnceLock::new(),
+            }),
         })
     }
 
-    /// Run `f` on a pooled connection; a connection that saw an error is
-    /// dropped rather than reused.
+    /// Run `f` on a pooled connection, for reads; a connection that saw an
+    /// error is dropped rather than reused.
     fn with_conn<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
@@ -59,16 +148,7 @@ impl SqliteStore {
         let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut conn = match pooled {
             Some(c) => c,
-            None => {
-                let c = self.connect(false)?;
-                // Delivery bookkeeping (leases, results) does not acknowledge
-                // anything to a sender: a commit lost to a power cut only
-                // means a redelivery, so skip the per-commit fsync here. The
-                // ingest writer keeps synchronous = FULL.
-                c.execute_batch("PRAGMA synchronous = NORMAL;")
-                    .map_err(map_err)?;
-                c
-            }
+            None => self.connect(false)?,
         };
         let r = f(&mut conn);
         if r.is_ok() {
@@ -81,31 +161,20 @@ impl SqliteStore {
         r
     }
 
-    /// [`SqliteStore::with_conn`] in this process's turn to write.
+    /// Delivery bookkeeping on the write connection, in its turn.
     fn with_write<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let _turn = self.gate.enter();
-        self.with_conn(f)
+        self.writer.with(false, f)
     }
 
     fn connect(&self, create: bool) -> Result<Connection, StoreError> {
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        if create {
-            flags |= OpenFlags::SQLITE_OPEN_CREATE;
-        }
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| {
-            StoreError::Unavailable(format!("cannot open {}: {e}", self.path.display()).into())
-        })?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        connect(
+            &self.path,
+            create,
+            self.writer.checkpointing.get().is_some(),
         )
-        .map_err(map_err)?;
-        Ok(conn)
     }
 
     /// Who applied migration `version` (None when not recorded).
@@ -157,50 +226,27 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-const INSERT: &str = "INSERT INTO events (id, hook_id, delivery_id, event_type, received_at, headers, body, state, attempts, next_attempt_at, updated_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?5, ?5) ON CONFLICT (hook_id, delivery_id) DO NOTHING";
-const EXISTING: &str = "SELECT id FROM events WHERE hook_id = ?1 AND delivery_id = ?2";
-const COLUMNS: &str = "id, hook_id, delivery_id, event_type, received_at, state, attempts, next_attempt_at, last_error, length(body)";
+/// Headers and body go to `event_bodies` (migration 6): the events row stays
+/// small, so the many updates of its state do not rewrite the body.
+const INSERT: super::embedded::InsertSql = super::embedded::InsertSql {
+    event: "INSERT INTO events (id, hook_id, delivery_id, event_type, received_at, body_len, state, attempts, next_attempt_at, updated_at) \
+            VALUES (?1, ?2, ?3, ?4, ?5, length(?7), ?8, 0, ?5, ?5) ON CONFLICT (hook_id, delivery_id) DO NOTHING",
+    body: Some("INSERT INTO event_bodies (event_id, headers, body) VALUES (?1, ?2, ?3)"),
+    existing: "SELECT id FROM events WHERE hook_id = ?1 AND delivery_id = ?2",
+};
+const COLUMNS: &str = "id, hook_id, delivery_id, event_type, received_at, state, attempts, next_attempt_at, last_error, body_len";
 
+/// The ingest writer's sink: batches on the shared write connection, each
+/// commit durable before it returns.
 struct SqliteSink {
-    path: PathBuf,
-    conn: Option<Connection>,
-    gate: Arc<WriteGate>,
-}
-
-impl SqliteSink {
-    fn write(conn: &mut Connection, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
-        super::embedded::insert_batch(conn, INSERT, EXISTING, events, Outcome::Stored)
-            .map_err(map_err)
-    }
+    writer: Arc<WriteConn>,
 }
 
 impl BatchSink for SqliteSink {
     fn write_batch(&mut self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
-        if self.conn.is_none() {
-            let conn = SqliteStore::open(self.path.clone())?.connect(false)?;
-            // The ingest writer keeps its pages in memory (16 MB instead of
-            // SQLite's 2 MB, so index pages are not read back for every
-            // batch) and checkpoints every 4,000 WAL pages instead of 1,000:
-            // index and leaf pages rewritten by many batches are copied into
-            // the database once per checkpoint. synchronous stays FULL.
-            conn.execute_batch("PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 4000;")
-                .map_err(map_err)?;
-            self.conn = Some(conn);
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(StoreError::Unavailable("no connection".into()));
-        };
-        let res = {
-            let _turn = self.gate.enter();
-            SqliteSink::write(conn, events)
-        };
-        if res.is_err() {
-            // Reopen next time: a failed disk or a replaced file should not
-            // leave us with a poisoned handle.
-            self.conn = None;
-        }
-        res
+        self.writer.with(true, |conn| {
+            super::embedded::insert_batch(conn, &INSERT, events, Outcome::Stored).map_err(map_err)
+        })
     }
 }
 
@@ -302,11 +348,27 @@ impl Store for SqliteStore {
         }
     }
 
+    /// The daemon's ingest sink; it also starts the checkpoint thread, and
+    /// from then on this store's connections leave checkpoints to it.
     fn sink(&self) -> Box<dyn BatchSink> {
+        let mut started = false;
+        let alive = self.writer.checkpointing.get_or_init(|| {
+            started = true;
+            Arc::new(())
+        });
+        if started {
+            super::checkpoint::spawn(self.path.clone(), Arc::downgrade(alive));
+            // Connections opened before keep their automatic checkpoint:
+            // drop them.
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.clear();
+            }
+            if let Ok(mut w) = self.writer.conn.lock() {
+                *w = None;
+            }
+        }
         Box::new(SqliteSink {
-            path: self.path.clone(),
-            conn: None,
-            gate: self.gate.clone(),
+            writer: self.writer.clone(),
         })
     }
 
@@ -341,7 +403,9 @@ impl Store for SqliteStore {
 
     fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
         self.with_conn(|conn| {
-            let sql = format!("SELECT {COLUMNS}, headers, body FROM events WHERE id = ?1");
+            let sql = format!(
+                "SELECT {COLUMNS}, b.headers, b.body FROM events JOIN event_bodies b ON b.event_id = id WHERE id = ?1"
+            );
             conn.query_row(&sql, params![id], |r| {
                 let mut rec = record(r)?;
                 rec.headers = Headers::from_json(&r.get::<_, String>(10)?);
@@ -360,13 +424,14 @@ impl Store for SqliteStore {
         now: SystemTime,
         pick: FanOutPick,
     ) -> Result<Vec<FannedOut>, StoreError> {
-        self.with_conn(|conn| {
+        let due = self.with_conn(|conn| {
             // Read first, without the write lock: on most passes there is
             // nothing to fan out, and the ingest writer needs that lock.
             let due = {
                 let mut st = conn
                     .prepare_cached(
-                        "SELECT id, hook_id, delivery_id, event_type, received_at, headers, body FROM events \
+                        "SELECT id, hook_id, delivery_id, event_type, received_at, b.headers, b.body FROM events \
+                         JOIN event_bodies b ON b.event_id = id \
                          WHERE hook_id = ?1 AND state = 'pending' AND fanned_out = 0 ORDER BY id LIMIT ?2",
                     )
                     .map_err(map_err)?;
@@ -387,10 +452,12 @@ impl Store for SqliteStore {
                     .map_err(map_err)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?
             };
-            if due.is_empty() {
-                return Ok(Vec::new());
-            }
-            let _turn = self.gate.enter();
+            Ok(due)
+        })?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_write(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -488,7 +555,8 @@ impl Store for SqliteStore {
             {
                 let mut st = tx
                     .prepare_cached(
-                        "SELECT id, hook_id, delivery_id, event_type, received_at, headers, body FROM events WHERE id = ?1",
+                        "SELECT id, hook_id, delivery_id, event_type, received_at, b.headers, b.body FROM events \
+                         JOIN event_bodies b ON b.event_id = id WHERE id = ?1",
                     )
                     .map_err(map_err)?;
                 for (id, attempts) in &leased {
@@ -528,33 +596,44 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            let mut out = Vec::with_capacity(items.len());
-            {
-                let mut st = tx
-                    .prepare_cached(
-                        "UPDATE deliveries SET state = ?1, next_attempt_at = coalesce(?2, next_attempt_at), last_error = ?3, \
-                         lease_until = NULL, leased_by = NULL, updated_at = ?4 \
-                         WHERE event_id = ?5 AND action_id = ?7 AND leased_by = ?6 AND state = 'delivering'",
-                    )
-                    .map_err(map_err)?;
-                for ((id, action), d) in items {
-                    let (state, at, error) = disposition_columns(d);
-                    let n = st
-                        .execute(params![
-                            state,
-                            at.map(to_micros),
-                            error,
-                            to_micros(now),
-                            id,
-                            worker,
-                            action
-                        ])
-                        .map_err(map_err)?;
-                    out.push(n == 1);
+            let out = finish_in(&tx, worker, items, now)?;
+            tx.commit().map_err(map_err)?;
+            Ok(out)
+        })
+    }
+
+    /// Results and their history in one transaction: one turn at the write
+    /// lock and one commit instead of two. The history goes in a savepoint,
+    /// so a record the file refuses costs the history only.
+    fn finish_with_history(
+        &self,
+        worker: &str,
+        items: &[(DeliveryKey, Disposition)],
+        history: &[AttemptRecord],
+        now: SystemTime,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.with_write(|conn| {
+            let mut tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let out = finish_in(&tx, worker, items, now)?;
+            let keep: Vec<&AttemptRecord> = history
+                .iter()
+                .zip(&out)
+                .filter(|(_, ok)| **ok)
+                .map(|(h, _)| h)
+                .collect();
+            let sp = tx.savepoint().map_err(map_err)?;
+            match insert_attempts(&sp, &keep) {
+                Ok(()) => sp.commit().map_err(map_err)?,
+                Err(e) => {
+                    log::warn!(
+                        "delivery: cannot keep the history of {} attempt(s): {e}",
+                        keep.len()
+                    );
+                    drop(sp);
                 }
             }
-            let ids: Vec<&str> = items.iter().map(|((id, _), _)| id.as_str()).collect();
-            refresh(&tx, &ids, now)?;
             tx.commit().map_err(map_err)?;
             Ok(out)
         })
@@ -699,29 +778,7 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            {
-                let mut st = tx
-                    .prepare_cached(
-                        "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker, error, action_id) \
-                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 WHERE EXISTS (SELECT 1 FROM events WHERE id = ?1)",
-                    )
-                    .map_err(map_err)?;
-                for a in items {
-                    st.execute(params![
-                        a.event_id,
-                        a.attempt,
-                        to_micros(a.started_at),
-                        a.duration_us,
-                        a.result,
-                        a.target_status,
-                        a.output,
-                        a.worker,
-                        a.error,
-                        a.action_id
-                    ])
-                    .map_err(map_err)?;
-                }
-            }
+            insert_attempts(&tx, &items.iter().collect::<Vec<_>>())?;
             tx.commit().map_err(map_err)
         })
     }
@@ -821,6 +878,70 @@ impl Store for SqliteStore {
 /// time, last error) in line with their deliveries: dead if any is dead,
 /// else delivering, else pending, else done (also with no delivery: no
 /// action matched). Called in every transaction that changes deliveries.
+/// Record the ends of attempts, in the caller's transaction.
+fn finish_in(
+    tx: &Connection,
+    worker: &str,
+    items: &[(DeliveryKey, Disposition)],
+    now: SystemTime,
+) -> Result<Vec<bool>, StoreError> {
+    let mut out = Vec::with_capacity(items.len());
+    {
+        let mut st = tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?1, next_attempt_at = coalesce(?2, next_attempt_at), last_error = ?3, \
+                 lease_until = NULL, leased_by = NULL, updated_at = ?4 \
+                 WHERE event_id = ?5 AND action_id = ?7 AND leased_by = ?6 AND state = 'delivering'",
+            )
+            .map_err(map_err)?;
+        for ((id, action), d) in items {
+            let (state, at, error) = disposition_columns(d);
+            let n = st
+                .execute(params![
+                    state,
+                    at.map(to_micros),
+                    error,
+                    to_micros(now),
+                    id,
+                    worker,
+                    action
+                ])
+                .map_err(map_err)?;
+            out.push(n == 1);
+        }
+    }
+    let ids: Vec<&str> = items.iter().map(|((id, _), _)| id.as_str()).collect();
+    refresh(tx, &ids, now)?;
+    Ok(out)
+}
+
+/// Keep attempt records (of events that still exist), in the caller's
+/// transaction.
+fn insert_attempts(tx: &Connection, items: &[&AttemptRecord]) -> Result<(), StoreError> {
+    let mut st = tx
+        .prepare_cached(
+            "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker, error, action_id) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 WHERE EXISTS (SELECT 1 FROM events WHERE id = ?1)",
+        )
+        .map_err(map_err)?;
+    for a in items {
+        st.execute(params![
+            a.event_id,
+            a.attempt,
+            to_micros(a.started_at),
+            a.duration_us,
+            a.result,
+            a.target_status,
+            a.output,
+            a.worker,
+            a.error,
+            a.action_id
+        ])
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
 fn refresh(tx: &Connection, ids: &[&str], now: SystemTime) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());

@@ -143,8 +143,9 @@ pub fn count_rows(url: &str, delivery: Option<&str>) -> i64 {
 pub fn stored_body(url: &str, delivery: &str) -> Option<Vec<u8>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let c = rusqlite::Connection::open(path).unwrap();
+        // The embedded store keeps bodies in a table of their own.
         c.query_row(
-            "SELECT body FROM events WHERE delivery_id = ?1",
+            "SELECT b.body FROM events JOIN event_bodies b ON b.event_id = id WHERE delivery_id = ?1",
             [delivery],
             |r| r.get(0),
         )
