@@ -1,7 +1,7 @@
-//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
-//! so a commit is on disk before we answer 2xx. One writer thread owns the
-//! write connection (SQLite has a single writer anyway); readers open their
-//! own connections.
+//! The embedded store: one SQLite file in WAL mode. Every write of the
+//! process goes through one connection, in turns (`WriteConn`); an ingest
+//! batch is on disk (its commit, then an `fdatasync` of the WAL) before its
+//! senders get their 2xx. Readers open their own connections.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,39 +44,61 @@ struct WriteConn {
     /// Set once the checkpoint thread runs (with the first ingest sink); it
     /// stops when this store is dropped.
     checkpointing: std::sync::OnceLock<Arc<()>>,
+    /// The write connection is in WAL mode, so its commits are made durable
+    /// by [`WriteConn::sync`].
+    in_wal: std::sync::atomic::AtomicBool,
 }
 
 impl WriteConn {
-    /// Run `f` on the write connection in this caller's turn. `durable`:
-    /// the commit is on disk before it returns (synchronous = FULL, for
-    /// ingest); else it may be lost to a power cut (NORMAL, for delivery
-    /// bookkeeping: a lost lease or result means a redelivery). Set before
-    /// every use, so no other path can leave the connection in the wrong
-    /// mode. A connection that saw an error is reopened next time.
+    /// Run `f` on the write connection in this caller's turn. Its commits
+    /// do not wait for the disk (synchronous = NORMAL in WAL mode): delivery
+    /// bookkeeping does not need to (a lost lease or result means a
+    /// redelivery), and ingest makes its batch durable with
+    /// [`WriteConn::sync`] after the turn. A connection that saw an error is
+    /// reopened next time.
     fn with<T>(
         &self,
-        durable: bool,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let _turn = self.gate.enter();
         let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let conn = match slot.take() {
+        let mut conn = match slot.take() {
             Some(c) => c,
             None => self.open()?,
         };
-        let mut conn = conn;
-        let r = conn
-            .execute_batch(if durable {
-                "PRAGMA synchronous = FULL;"
-            } else {
-                "PRAGMA synchronous = NORMAL;"
-            })
-            .map_err(map_err)
-            .and_then(|()| f(&mut conn));
+        let r = f(&mut conn);
         if r.is_ok() {
             *slot = Some(conn);
         }
         r
+    }
+
+    /// Put every commit made so far on disk: `fdatasync` of the WAL, which
+    /// holds them all (header and frames), so it is what synchronous = FULL
+    /// does inside the commit. Done here, outside the turn, the sync no
+    /// longer holds up the other writers: the next ingest batch and the
+    /// delivery transactions go on meanwhile, and one sync may cover
+    /// several batches. Any descriptor of the file will do: fsync flushes
+    /// the file, not the descriptor. Without WAL mode (a file system that
+    /// refused it) the connection commits with FULL and there is nothing to
+    /// do here.
+    fn sync(&self) -> Result<(), StoreError> {
+        if !self.in_wal.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::File::open(&wal)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| {
+                StoreError::Unavailable(Cause::with_source(
+                    format!(
+                        "cannot make the batch durable: fdatasync {}: {e}",
+                        PathBuf::from(&wal).display()
+                    ),
+                    e,
+                ))
+            })
     }
 
     fn open(&self) -> Result<Connection, StoreError> {
@@ -85,6 +107,18 @@ impl WriteConn {
         // pages are not read back for every batch.
         conn.execute_batch("PRAGMA cache_size = -16384;")
             .map_err(map_err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(map_err)?;
+        let in_wal = mode.eq_ignore_ascii_case("wal");
+        conn.execute_batch(if in_wal {
+            "PRAGMA synchronous = NORMAL;"
+        } else {
+            "PRAGMA synchronous = FULL;"
+        })
+        .map_err(map_err)?;
+        self.in_wal
+            .store(in_wal, std::sync::atomic::Ordering::Release);
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
@@ -135,6 +169,7 @@ impl SqliteStore {
                 gate: WriteGate::default(),
                 conn: Mutex::new(None),
                 checkpointing: std::sync::OnceLock::new(),
+                in_wal: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -166,7 +201,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.writer.with(false, f)
+        self.writer.with(f)
     }
 
     fn connect(&self, create: bool) -> Result<Connection, StoreError> {
@@ -244,9 +279,14 @@ struct SqliteSink {
 
 impl BatchSink for SqliteSink {
     fn write_batch(&mut self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
-        self.writer.with(true, |conn| {
+        let out = self.writer.with(|conn| {
             super::embedded::insert_batch(conn, &INSERT, events, Outcome::Stored).map_err(map_err)
-        })
+        })?;
+        // On disk before anyone is answered. If this fails the batch may
+        // or may not survive a power cut: the senders get 503 and retry, and
+        // a retry of an event that did survive is a duplicate (200).
+        self.writer.sync()?;
+        Ok(out)
     }
 }
 
@@ -282,9 +322,11 @@ impl Store for SqliteStore {
         migrations::latest(SQLITE)
     }
 
-    /// One writer: SQLite has a single write lock, a second thread only waits.
+    /// Two writers: SQLite has a single write lock, but a batch's sync is
+    /// outside it (`WriteConn::sync`), so one writer inserts while the
+    /// other waits for the disk.
     fn default_writers(&self) -> usize {
-        1
+        2
     }
 
     fn migrate(&self) -> Result<usize, StoreError> {
