@@ -730,18 +730,8 @@ fn a_result_is_recorded_while_the_event_is_key_share_locked() {
         )
         .unwrap();
     assert_eq!(locked, 1);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let st = state_of(&db, "ks-1");
-        if st.as_ref().map(|(s, _)| s.as_str()) == Some("done") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "result not recorded while the event is key-share locked: {st:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Recorded while we hold the lock (wait_state panics after 5 s).
+    wait_state(&db, "ks-1", "done", Duration::from_secs(5));
     tx.rollback().unwrap();
     assert_eq!(sink.count(), 1);
 }

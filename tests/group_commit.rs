@@ -134,7 +134,8 @@ fn a_202_is_written_only_after_the_wal_is_synced() {
     assert_eq!(r.status, 202);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let text = std::fs::read_to_string(&trace).unwrap();
-    let fd_of = |args: &str| -> Option<i64> { args.split([',', ' ', '<', ')']).next()?.parse().ok() };
+    let fd_of =
+        |args: &str| -> Option<i64> { args.split([',', ' ', '<', ')']).next()?.parse().ok() };
     let mut wal: HashSet<i64> = HashSet::new();
     // Per thread: the open path or synced fd of a call still unfinished.
     let mut pending_open: HashMap<String, bool> = HashMap::new();

@@ -295,18 +295,7 @@ fn a_result_refused_once_by_postgres_is_recorded_again_at_once() {
     .unwrap();
     let r = d.post("gh", "refused-1", b"{}");
     assert_eq!(r.status, 202, "{}", r.text());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let st = state_of(&db, "refused-1");
-        if st.as_ref().map(|(s, _)| s.as_str()) == Some("done") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "result not recorded after one refusal: {st:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_state(&db, "refused-1", "done", Duration::from_secs(5));
     let used: i64 = c
         .query_one("SELECT last_value FROM refuse_once", &[])
         .unwrap()
