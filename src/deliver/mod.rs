@@ -86,8 +86,41 @@ impl Condition {
 
     /// Does the stored event `ev` get this action?
     pub fn matches(&self, ev: &crate::store::Claimed) -> bool {
+        self.matches_parts(
+            &ev.id,
+            &ev.hook_id,
+            &ev.delivery_id,
+            &ev.event_type,
+            &ev.headers,
+            &ev.body,
+        )
+    }
+
+    /// The same question at ingest, for an event about to be stored: its
+    /// kept headers and body are what the stored event will hold, so the
+    /// answer is the one the dispatcher would give.
+    pub fn matches_new(&self, ev: &crate::store::NewEvent) -> bool {
+        self.matches_parts(
+            &ev.id,
+            &ev.hook_id,
+            &ev.delivery_id,
+            &ev.event_type,
+            &ev.headers,
+            &ev.body,
+        )
+    }
+
+    fn matches_parts(
+        &self,
+        id: &str,
+        hook_id: &str,
+        delivery_id: &str,
+        event_type: &str,
+        headers: &crate::store::Headers,
+        body: &[u8],
+    ) -> bool {
         if let Some(types) = &self.events {
-            if !types.contains(&ev.event_type) {
+            if !types.contains(event_type) {
                 return false;
             }
         }
@@ -95,13 +128,13 @@ impl Condition {
             return true;
         };
         let view = crate::payload::view::RequestView::from_stored(
-            ev.headers.0.iter().cloned(),
-            &ev.body,
+            headers.0.iter().cloned(),
+            body,
             crate::payload::view::Meta {
-                event: Some(ev.event_type.clone()),
-                delivery: Some(ev.delivery_id.clone()),
-                hook: Some(ev.hook_id.clone()),
-                id: Some(ev.id.clone()),
+                event: Some(event_type.to_string()),
+                delivery: Some(delivery_id.to_string()),
+                hook: Some(hook_id.to_string()),
+                id: Some(id.to_string()),
             },
         )
         .with_content_type(self.content_type.as_deref());
@@ -388,11 +421,21 @@ pub struct FirstResult {
 }
 
 impl DeliveryState {
-    /// Wait for the first attempt of event `id` (register before storing it).
-    pub fn wait_first(&self, id: &str) -> tokio::sync::oneshot::Receiver<FirstResult> {
+    /// Wait for the first attempt of event `id` (register before storing
+    /// it): of `first_action` when the event was fanned out at ingest, else
+    /// of the first action the dispatcher gives it (`retarget_first`).
+    pub fn wait_first(
+        &self,
+        id: &str,
+        first_action: Option<&str>,
+    ) -> tokio::sync::oneshot::Receiver<FirstResult> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if let Ok(mut w) = self.waiters.lock() {
-            w.insert(id.to_string(), tx);
+            let key = match first_action {
+                Some(a) => waiter_key(id, a),
+                None => id.to_string(),
+            };
+            w.insert(key, tx);
         }
         rx
     }

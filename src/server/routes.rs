@@ -385,7 +385,7 @@ async fn process(
         }
     }
     drop(view);
-    let new = NewEvent {
+    let mut new = NewEvent {
         id: crate::id::new_event_id(),
         hook_id: hook.id.clone(),
         delivery_id: delivery.clone(),
@@ -398,11 +398,32 @@ async fn process(
         } else {
             EventState::Stored
         },
+        actions: None,
     };
+    // Fanned out here when the store can keep the deliveries with the
+    // event: the dispatcher then only claims. An event no action matches is
+    // left to the dispatcher, which logs and closes it.
+    if !hook.routes.is_empty() && app.store.fans_out_at_ingest() {
+        let actions: Vec<String> = hook
+            .routes
+            .iter()
+            .filter(|r| r.when.matches_new(&new))
+            .map(|r| r.action_id.clone())
+            .collect();
+        if !actions.is_empty() {
+            new.actions = Some(actions);
+        }
+    }
     // respond = "after_action": listen for the first attempt before the
     // event can be claimed; it is still committed before anything runs.
     let waiting = match (hook.respond_after, hook.routes.first()) {
-        (Some(deadline), Some(_)) => Some((deadline, app.delivery.wait_first(&new.id))),
+        (Some(deadline), Some(_)) => {
+            let first = new.actions.as_ref().and_then(|a| a.first());
+            Some((
+                deadline,
+                app.delivery.wait_first(&new.id, first.map(String::as_str)),
+            ))
+        }
         _ => None,
     };
     let event_id = new.id.clone();

@@ -184,6 +184,7 @@ mod tests {
             headers: crate::store::Headers::default(),
             body: bytes::Bytes::new(),
             state: crate::store::EventState::Stored,
+            actions: None,
         }
     }
 

@@ -17,6 +17,12 @@ pub(super) struct InsertSql {
     pub body: Option<&'static str>,
     /// Finds the id of the row a duplicate ran into.
     pub existing: &'static str,
+    /// Where a file stores deliveries with their event
+    /// ([`NewEvent::actions`]): the event's insert marked as fanned out
+    /// (same values as `event`), and the insert of one delivery, taking
+    /// (event_id, action_id, hook_id, received_at). `None`: actions are
+    /// ignored.
+    pub fan_out: Option<(&'static str, &'static str)>,
 }
 
 /// Insert `events` in one immediate transaction. A new row becomes
@@ -36,8 +42,18 @@ pub(super) fn insert_batch(
             Some(b) => Some(tx.prepare_cached(b)?),
             None => None,
         };
+        let mut fan_out = match sql.fan_out {
+            Some((event, delivery)) if events.iter().any(|e| e.actions.is_some()) => {
+                Some((tx.prepare_cached(event)?, tx.prepare_cached(delivery)?))
+            }
+            _ => None,
+        };
         for e in events {
             let headers = e.headers.to_json();
+            let (ins, deliveries) = match (&mut fan_out, &e.actions) {
+                (Some((fanned, delivery)), Some(actions)) => (fanned, Some((delivery, actions))),
+                _ => (&mut ins, None),
+            };
             let n = ins.execute(params![
                 e.id,
                 e.hook_id,
@@ -51,6 +67,11 @@ pub(super) fn insert_batch(
             if n == 1 {
                 if let Some(b) = body.as_mut() {
                     b.execute(params![e.id, headers, &e.body[..]])?;
+                }
+                if let Some((delivery, actions)) = deliveries {
+                    for a in actions {
+                        delivery.execute(params![e.id, a, e.hook_id, to_micros(e.received_at)])?;
+                    }
                 }
                 out.push(fresh(e.id.clone()));
             } else {

@@ -218,6 +218,10 @@ pub struct NewEvent {
     pub headers: Headers,
     pub body: Bytes,
     pub state: EventState,
+    /// The actions this event gets, decided at ingest (a store that
+    /// [`Store::fans_out_at_ingest`] stores their deliveries with the event,
+    /// in the same transaction). `None`: the dispatcher fans it out later.
+    pub actions: Option<Vec<String>>,
 }
 
 /// What happened to one event of a batch.
@@ -440,6 +444,13 @@ pub trait Store: Send + Sync + 'static {
     fn check_schema(&self) -> Result<(), StoreError>;
     /// A new sink for a writer thread.
     fn sink(&self) -> Box<dyn BatchSink>;
+    /// Whether the sink stores an event's deliveries with it
+    /// ([`NewEvent::actions`]): one transaction per batch instead of a
+    /// second one to fan out, and no second read of the body. Otherwise the
+    /// actions are ignored and the dispatcher fans out.
+    fn fans_out_at_ingest(&self) -> bool {
+        false
+    }
     /// Is the database reachable right now?
     fn ping(&self) -> Result<(), StoreError>;
     fn list(&self, q: &ListQuery) -> Result<Vec<EventRecord>, StoreError>;

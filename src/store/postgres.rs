@@ -217,11 +217,22 @@ pub(crate) fn map_err(e: postgres::Error) -> StoreError {
     }
 }
 
-const INSERT: &str = "INSERT INTO events (id, hook_id, delivery_id, event_type, received_at, headers, body, state, attempts, next_attempt_at, updated_at) \
-     SELECT u.id, u.hook_id, u.delivery_id, u.event_type, u.received_at, u.headers, u.body, u.state, 0, u.received_at, u.received_at \
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bytea[], $8::text[]) \
-       AS u(id, hook_id, delivery_id, event_type, received_at, headers, body, state) \
-     ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING id";
+/// The batch in one statement: the events, and with them the deliveries of
+/// those fanned out at ingest ([`NewEvent::actions`]; `$9` marks them, `$10`
+/// and `$11` pair event ids with action ids). Only rows really inserted get
+/// deliveries: a duplicate's are never created. The deliveries' foreign key
+/// is checked at the end of the statement, when the events are there.
+const INSERT: &str = "WITH ins AS ( \
+       INSERT INTO events (id, hook_id, delivery_id, event_type, received_at, headers, body, state, attempts, next_attempt_at, updated_at, fanned_out) \
+       SELECT u.id, u.hook_id, u.delivery_id, u.event_type, u.received_at, u.headers, u.body, u.state, 0, u.received_at, u.received_at, u.fanned_out \
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bytea[], $8::text[], $9::bool[]) \
+         AS u(id, hook_id, delivery_id, event_type, received_at, headers, body, state, fanned_out) \
+       ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING id, hook_id, received_at), \
+     fan AS ( \
+       INSERT INTO deliveries (event_id, action_id, hook_id, state, attempts, next_attempt_at, updated_at) \
+       SELECT ins.id, a.action_id, ins.hook_id, 'pending', 0, ins.received_at, ins.received_at \
+       FROM ins JOIN unnest($10::text[], $11::text[]) AS a(event_id, action_id) ON a.event_id = ins.id) \
+     SELECT id FROM ins";
 const EXISTING: &str = "SELECT e.id, e.hook_id, e.delivery_id FROM events e \
      JOIN unnest($1::text[], $2::text[]) AS k(hook_id, delivery_id) \
        ON e.hook_id = k.hook_id AND e.delivery_id = k.delivery_id";
@@ -276,6 +287,14 @@ impl PgSink {
         let headers: Vec<String> = events.iter().map(|e| e.headers.to_json()).collect();
         let bodies: Vec<&[u8]> = events.iter().map(|e| &e.body[..]).collect();
         let states: Vec<&str> = events.iter().map(|e| e.state.as_str()).collect();
+        let fanned: Vec<bool> = events.iter().map(|e| e.actions.is_some()).collect();
+        let (mut fan_events, mut fan_actions): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for e in events {
+            for a in e.actions.iter().flatten() {
+                fan_events.push(e.id.as_str());
+                fan_actions.push(a.as_str());
+            }
+        }
         let rows = p
             .conn
             .query(
@@ -289,6 +308,9 @@ impl PgSink {
                     &headers,
                     &bodies,
                     &states,
+                    &fanned,
+                    &fan_events,
+                    &fan_actions,
                 ],
             )
             .map_err(map_err)?;
@@ -982,6 +1004,10 @@ impl Store for PgStore {
 
     fn check_schema(&self) -> Result<(), StoreError> {
         self.call("schema check", |i| i.check_schema())
+    }
+
+    fn fans_out_at_ingest(&self) -> bool {
+        true
     }
 
     fn sink(&self) -> Box<dyn BatchSink> {

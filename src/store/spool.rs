@@ -243,6 +243,7 @@ impl Spool {
                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hook_id, delivery_id) DO NOTHING",
             body: None,
             existing: "SELECT id FROM spool WHERE hook_id = ?1 AND delivery_id = ?2",
+            fan_out: None,
         };
         let out = super::embedded::insert_batch(&mut conn, &SQL, events, Outcome::Spooled)
             .map_err(err)?;
@@ -329,6 +330,7 @@ impl Spool {
                 body: Bytes::from(r.get::<_, Vec<u8>>(7).map_err(err)?),
                 state: EventState::parse(&r.get::<_, String>(8).map_err(err)?)
                     .unwrap_or(EventState::Pending),
+                actions: None,
             };
             bytes = bytes.saturating_add(e.body.len() + e.headers.byte_len());
             if !out.is_empty() && bytes > max_bytes {

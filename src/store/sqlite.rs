@@ -268,6 +268,14 @@ const INSERT: super::embedded::InsertSql = super::embedded::InsertSql {
             VALUES (?1, ?2, ?3, ?4, ?5, length(?7), ?8, 0, ?5, ?5) ON CONFLICT (hook_id, delivery_id) DO NOTHING",
     body: Some("INSERT INTO event_bodies (event_id, headers, body) VALUES (?1, ?2, ?3)"),
     existing: "SELECT id FROM events WHERE hook_id = ?1 AND delivery_id = ?2",
+    // The summary of an event with pending deliveries due now is what
+    // `refresh` would make of it: pending, no attempt, due at receipt.
+    fan_out: Some((
+        "INSERT INTO events (id, hook_id, delivery_id, event_type, received_at, body_len, state, attempts, next_attempt_at, updated_at, fanned_out) \
+         VALUES (?1, ?2, ?3, ?4, ?5, length(?7), ?8, 0, ?5, ?5, 1) ON CONFLICT (hook_id, delivery_id) DO NOTHING",
+        "INSERT INTO deliveries (event_id, action_id, hook_id, state, attempts, next_attempt_at, updated_at) \
+         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)",
+    )),
 };
 const COLUMNS: &str = "id, hook_id, delivery_id, event_type, received_at, state, attempts, next_attempt_at, last_error, body_len";
 
@@ -392,6 +400,10 @@ impl Store for SqliteStore {
 
     /// The daemon's ingest sink; it also starts the checkpoint thread, and
     /// from then on this store's connections leave checkpoints to it.
+    fn fans_out_at_ingest(&self) -> bool {
+        true
+    }
+
     fn sink(&self) -> Box<dyn BatchSink> {
         let mut started = false;
         let alive = self.writer.checkpointing.get_or_init(|| {
@@ -552,7 +564,7 @@ impl Store for SqliteStore {
         now: SystemTime,
         lease_until: SystemTime,
     ) -> Result<Vec<Claimed>, StoreError> {
-        self.with_write(|conn| {
+        let leased = self.with_write(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -593,39 +605,52 @@ impl Store for SqliteStore {
                     leased.push(row.map_err(map_err)?);
                 }
             }
-            let mut out = Vec::with_capacity(leased.len());
-            {
-                let mut st = tx
-                    .prepare_cached(
-                        "SELECT id, hook_id, delivery_id, event_type, received_at, b.headers, b.body FROM events \
-                         JOIN event_bodies b ON b.event_id = id WHERE id = ?1",
-                    )
-                    .map_err(map_err)?;
-                for (id, attempts) in &leased {
-                    let ev = st
-                        .query_row(params![id], |r| {
-                            Ok(Claimed {
-                                id: r.get(0)?,
-                                hook_id: r.get(1)?,
-                                delivery_id: r.get(2)?,
-                                event_type: r.get(3)?,
-                                received_at: from_micros(r.get(4)?),
-                                headers: Headers::from_json_lossy(&r.get::<_, String>(5)?),
-                                body: Bytes::from(r.get::<_, Vec<u8>>(6)?),
-                                attempts: *attempts,
-                                action_id: action_id.to_string(),
-                            })
-                        })
-                        .map_err(map_err)?;
-                    out.push(ev);
-                }
-            }
             let ids: Vec<&str> = leased.iter().map(|(id, _)| id.as_str()).collect();
             refresh(&tx, &ids, now)?;
             tx.commit().map_err(map_err)?;
-            out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
+            Ok(leased)
+        })?;
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The bodies are read after the commit, on a reading connection:
+        // they never change, and the write turn is the pipeline's narrow
+        // part (ingest waits for it).
+        let mut out = self.with_conn(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT id, hook_id, delivery_id, event_type, received_at, b.headers, b.body FROM events \
+                     JOIN event_bodies b ON b.event_id = id WHERE id = ?1",
+                )
+                .map_err(map_err)?;
+            let mut out = Vec::with_capacity(leased.len());
+            for (id, attempts) in &leased {
+                let ev = st
+                    .query_row(params![id], |r| {
+                        Ok(Claimed {
+                            id: r.get(0)?,
+                            hook_id: r.get(1)?,
+                            delivery_id: r.get(2)?,
+                            event_type: r.get(3)?,
+                            received_at: from_micros(r.get(4)?),
+                            headers: Headers::from_json_lossy(&r.get::<_, String>(5)?),
+                            body: Bytes::from(r.get::<_, Vec<u8>>(6)?),
+                            attempts: *attempts,
+                            action_id: action_id.to_string(),
+                        })
+                    })
+                    .optional()
+                    .map_err(map_err)?;
+                // Gone meanwhile (deleted by hand): nothing to deliver; the
+                // lease runs out on a row that no longer has an event.
+                if let Some(ev) = ev {
+                    out.push(ev);
+                }
+            }
             Ok(out)
-        })
+        })?;
+        out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
+        Ok(out)
     }
 
     fn finish(
@@ -1134,6 +1159,7 @@ mod tests {
                 headers: Headers::default(),
                 body: Bytes::from_static(b"{}"),
                 state: EventState::Stored,
+                actions: None,
             };
             all.push(ev.clone());
             sink.write_batch(&[ev]).unwrap();
