@@ -659,25 +659,45 @@ impl PgInner {
         items: &[(DeliveryKey, Disposition)],
         now: SystemTime,
     ) -> Result<Vec<bool>, StoreError> {
+        self.finish_with_history(worker, items, &[], now)
+    }
+
+    /// Results, and the history of those that counted, in one transaction
+    /// of a few statements whatever the batch's size (a statement per
+    /// result was a round trip each, and delivery on PostgreSQL stalled at
+    /// about a thousand results a second). The history goes in a savepoint:
+    /// a record the database refuses costs the history only.
+    pub(crate) fn finish_with_history(
+        &self,
+        worker: &str,
+        items: &[(DeliveryKey, Disposition)],
+        history: &[AttemptRecord],
+        now: SystemTime,
+    ) -> Result<Vec<bool>, StoreError> {
         let mut c = self.conn()?;
         let mut tx = c.transaction().map_err(map_err)?;
         // As for claims: a result lost in a crash means a redelivery.
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .map_err(map_err)?;
-        let st = tx
-            .prepare(
-                "UPDATE deliveries SET state = $1, next_attempt_at = coalesce($2, next_attempt_at), last_error = $3, \
-                 lease_until = NULL, leased_by = NULL, updated_at = $4 \
-                 WHERE event_id = $5 AND action_id = $7 AND leased_by = $6 AND state = 'delivering'",
-            )
-            .map_err(map_err)?;
-        let mut out = Vec::with_capacity(items.len());
-        for ((id, action), d) in items {
-            let (state, at, error) = disposition_columns(d);
-            let n = tx
-                .execute(&st, &[&state, &at, &error, &now, id, &worker, action])
-                .map_err(map_err)?;
-            out.push(n == 1);
+        let out = finish_in(&mut tx, worker, items, now)?;
+        let keep: Vec<&AttemptRecord> = history
+            .iter()
+            .zip(&out)
+            .filter(|(_, ok)| **ok)
+            .map(|(h, _)| h)
+            .collect();
+        if !keep.is_empty() {
+            let mut sp = tx.savepoint("history").map_err(map_err)?;
+            match insert_attempts(&mut sp, &keep) {
+                Ok(()) => sp.commit().map_err(map_err)?,
+                Err(e) => {
+                    log::warn!(
+                        "delivery: cannot keep the history of {} attempt(s): {e}",
+                        keep.len()
+                    );
+                    drop(sp);
+                }
+            }
         }
         let ids: Vec<String> = items.iter().map(|((id, _), _)| id.clone()).collect();
         refresh(&mut tx, &ids, now, true)?;
@@ -868,34 +888,8 @@ impl PgInner {
         // Bookkeeping like `finish`: losing it in a crash loses history only.
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .map_err(map_err)?;
-        let st = tx
-            .prepare(
-                "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker, error, action_id) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM events WHERE id = $1)",
-            )
-            .map_err(map_err)?;
-        // In event order, as `refresh` locks: each insert key-share locks
-        // its event through the foreign key.
-        let mut items: Vec<&AttemptRecord> = items.iter().collect();
-        items.sort_by(|a, b| a.event_id.cmp(&b.event_id));
-        for a in items {
-            tx.execute(
-                &st,
-                &[
-                    &a.event_id,
-                    &a.attempt,
-                    &a.started_at,
-                    &a.duration_us,
-                    &a.result,
-                    &a.target_status,
-                    &a.output,
-                    &a.worker,
-                    &a.error,
-                    &a.action_id,
-                ],
-            )
-            .map_err(map_err)?;
-        }
+        let items: Vec<&AttemptRecord> = items.iter().collect();
+        insert_attempts(&mut tx, &items)?;
         tx.commit().map_err(map_err)
     }
 
@@ -1078,6 +1072,19 @@ impl Store for PgStore {
         self.call("finish", move |i| i.finish(&worker, &items, now))
     }
 
+    fn finish_with_history(
+        &self,
+        worker: &str,
+        items: &[(DeliveryKey, Disposition)],
+        history: &[AttemptRecord],
+        now: SystemTime,
+    ) -> Result<Vec<bool>, StoreError> {
+        let (worker, items, history) = (worker.to_owned(), items.to_vec(), history.to_vec());
+        self.call("finish", move |i| {
+            i.finish_with_history(&worker, &items, &history, now)
+        })
+    }
+
     fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError> {
         let worker = worker.to_owned();
         self.call("release", move |i| i.release(&worker, now))
@@ -1125,6 +1132,91 @@ impl Store for PgStore {
     }
 }
 
+/// The results of a batch in one statement: each delivery still leased by
+/// `worker` gets its disposition. `out[i]`: whether `items[i]` counted (a
+/// lease lost meanwhile, or a second copy of the same key, did not).
+fn finish_in(
+    tx: &mut postgres::Transaction<'_>,
+    worker: &str,
+    items: &[(DeliveryKey, Disposition)],
+    now: SystemTime,
+) -> Result<Vec<bool>, StoreError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut events: Vec<&str> = Vec::with_capacity(items.len());
+    let mut actions: Vec<&str> = Vec::with_capacity(items.len());
+    let mut states: Vec<&str> = Vec::with_capacity(items.len());
+    let mut ats: Vec<Option<SystemTime>> = Vec::with_capacity(items.len());
+    let mut errors: Vec<Option<&str>> = Vec::with_capacity(items.len());
+    for ((id, action), d) in items {
+        let (state, at, error) = disposition_columns(d);
+        events.push(id);
+        actions.push(action);
+        states.push(state);
+        ats.push(at);
+        errors.push(error);
+    }
+    let rows = tx
+        .query(
+            "UPDATE deliveries d SET state = u.state, next_attempt_at = coalesce(u.at, d.next_attempt_at), \
+             last_error = u.error, lease_until = NULL, leased_by = NULL, updated_at = $7 \
+             FROM (SELECT DISTINCT ON (e, a) e, a, state, at, error \
+                   FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) AS v(e, a, state, at, error)) u \
+             WHERE d.event_id = u.e AND d.action_id = u.a AND d.leased_by = $6 AND d.state = 'delivering' \
+             RETURNING d.event_id, d.action_id",
+            &[&events, &actions, &states, &ats, &errors, &worker, &now],
+        )
+        .map_err(map_err)?;
+    let mut counted: HashSet<(String, String)> = HashSet::with_capacity(rows.len());
+    for r in &rows {
+        counted.insert((
+            r.try_get(0).map_err(map_err)?,
+            r.try_get(1).map_err(map_err)?,
+        ));
+    }
+    // The first copy of a key takes its place in the answer.
+    Ok(items.iter().map(|(key, _)| counted.remove(key)).collect())
+}
+
+/// Attempt records of events that still exist, in one statement, in event
+/// order as `refresh` locks (each row key-share locks its event through the
+/// foreign key).
+fn insert_attempts(
+    tx: &mut postgres::Transaction<'_>,
+    items: &[&AttemptRecord],
+) -> Result<(), StoreError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut items: Vec<&AttemptRecord> = items.to_vec();
+    items.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    let col = |f: fn(&AttemptRecord) -> &str| items.iter().map(|a| f(a)).collect::<Vec<&str>>();
+    let events = col(|a| &a.event_id);
+    let results = col(|a| &a.result);
+    let workers = col(|a| &a.worker);
+    let actions = col(|a| &a.action_id);
+    let numbers: Vec<i32> = items.iter().map(|a| a.attempt).collect();
+    let started: Vec<SystemTime> = items.iter().map(|a| a.started_at).collect();
+    let durations: Vec<i64> = items.iter().map(|a| a.duration_us).collect();
+    let statuses: Vec<Option<i32>> = items.iter().map(|a| a.target_status).collect();
+    let outputs: Vec<Option<&str>> = items.iter().map(|a| a.output.as_deref()).collect();
+    let errors: Vec<Option<&str>> = items.iter().map(|a| a.error.as_deref()).collect();
+    tx.execute(
+        "INSERT INTO attempts (event_id, attempt, started_at, duration_us, result, target_status, output, worker, error, action_id) \
+         SELECT u.event_id, u.attempt, u.started_at, u.duration_us, u.result, u.target_status, u.output, u.worker, u.error, u.action_id \
+         FROM unnest($1::text[], $2::integer[], $3::timestamptz[], $4::bigint[], $5::text[], $6::integer[], \
+                                $7::text[], $8::text[], $9::text[], $10::text[]) \
+           WITH ORDINALITY AS u(event_id, attempt, started_at, duration_us, result, target_status, output, worker, error, action_id, n) \
+         WHERE EXISTS (SELECT 1 FROM events e WHERE e.id = u.event_id) ORDER BY u.n",
+        &[
+            &events, &numbers, &started, &durations, &results, &statuses, &outputs, &workers, &errors, &actions,
+        ],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
 /// The console's list query; the same plan as the embedded store's (see
 /// `sqlite::page`): an id range, filters checked within a window of at most
 /// `q.scan` ids, the state as a literal so its partial index can be used.
@@ -1139,7 +1231,11 @@ impl Store for PgStore {
 /// The lock is `FOR NO KEY UPDATE`, not `FOR UPDATE`: the latter conflicts
 /// with the key-share lock that inserting an attempt or a delivery takes
 /// on its event through the foreign key, in whatever order that insert
-/// goes, and two instances deadlocked on it.
+/// goes, and two instances deadlocked on it. Each event's deliveries are
+/// aggregated in a lateral subquery, an index range of the primary key: as
+/// a join of the id list, the planner, with statistics that lag behind a
+/// table growing by thousands of rows a second, chose a sequential scan
+/// of all deliveries (10 ms a call at 30,000 rows, against 0.9 ms).
 fn refresh(
     tx: &mut postgres::Transaction<'_>,
     ids: &[String],
@@ -1164,11 +1260,12 @@ fn refresh(
          state = CASE WHEN s.dead THEN 'dead' WHEN s.delivering THEN 'delivering' WHEN s.pending THEN 'pending' ELSE 'done' END, \
          attempts = s.attempts, next_attempt_at = coalesce(s.next_at, e.next_attempt_at), last_error = s.last_error, \
          updated_at = $2 \
-         FROM (SELECT ev.id, bool_or(d.state = 'dead') AS dead, bool_or(d.state = 'delivering') AS delivering, \
-                      bool_or(d.state = 'pending') AS pending, coalesce(sum(d.attempts), 0)::integer AS attempts, \
-                      min(d.next_attempt_at) FILTER (WHERE d.state = 'pending') AS next_at, \
-                      (array_agg(d.last_error ORDER BY d.updated_at DESC) FILTER (WHERE d.last_error IS NOT NULL))[1] AS last_error \
-               FROM unnest($1::text[]) AS ev(id) LEFT JOIN deliveries d ON d.event_id = ev.id GROUP BY ev.id) s \
+         FROM (SELECT ev.id, a.* FROM unnest($1::text[]) AS ev(id) CROSS JOIN LATERAL ( \
+                 SELECT bool_or(d.state = 'dead') AS dead, bool_or(d.state = 'delivering') AS delivering, \
+                        bool_or(d.state = 'pending') AS pending, coalesce(sum(d.attempts), 0)::integer AS attempts, \
+                        min(d.next_attempt_at) FILTER (WHERE d.state = 'pending') AS next_at, \
+                        (array_agg(d.last_error ORDER BY d.updated_at DESC) FILTER (WHERE d.last_error IS NOT NULL))[1] AS last_error \
+                 FROM deliveries d WHERE d.event_id = ev.id) a) s \
          WHERE e.id = s.id AND e.fanned_out",
         &[&ids, &now],
     )
