@@ -420,6 +420,12 @@ async fn deliver_one<C: Context>(
             log::error!("{head} result=dead-letter error={error:?}");
         }
     }
+    // The attempt is over: its slot goes back now, not once the result is
+    // recorded, so the next claim overlaps the bookkeeping (the slot bounds
+    // the work at the target; holding it for the 2 ms gather and the commit
+    // held the pipeline to a fraction of its concurrency). The task still
+    // waits for the record, so a drain still waits for it too.
+    drop(slot);
     match finisher
         .finish((ev.id.clone(), ev.action_id.clone()), disposition, log)
         .await
@@ -438,5 +444,4 @@ async fn deliver_one<C: Context>(
             ev.id
         ),
     }
-    drop(slot);
 }
