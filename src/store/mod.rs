@@ -516,17 +516,12 @@ pub trait Store: Send + Sync + 'static {
         now: SystemTime,
     ) -> Result<Vec<bool>, StoreError> {
         let done = self.finish(worker, items, now)?;
-        let keep: Vec<AttemptRecord> = history
-            .iter()
-            .zip(&done)
-            .filter(|(_, ok)| **ok)
-            .map(|(h, _)| h.clone())
+        let keep: Vec<AttemptRecord> = counted_history(history, &done)
+            .into_iter()
+            .cloned()
             .collect();
         if let Err(e) = self.record_attempts(&keep) {
-            log::warn!(
-                "delivery: cannot keep the history of {} attempt(s): {e}",
-                keep.len()
-            );
+            history_lost(keep.len(), &e);
         }
         Ok(done)
     }
@@ -536,6 +531,26 @@ pub trait Store: Send + Sync + 'static {
     fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// Pending, delivering and dead deliveries per (hook, action).
     fn action_counts(&self) -> Result<Vec<ActionCounts>, StoreError>;
+}
+
+/// The attempt records whose result counted (`done[i]` for `history[i]`):
+/// the history of a result that lost its lease is the new owner's to keep.
+pub(crate) fn counted_history<'a>(
+    history: &'a [AttemptRecord],
+    done: &[bool],
+) -> Vec<&'a AttemptRecord> {
+    history
+        .iter()
+        .zip(done)
+        .filter(|(_, ok)| **ok)
+        .map(|(h, _)| h)
+        .collect()
+}
+
+/// Losing history loses no delivery: said in the log, and the results
+/// stand.
+pub(crate) fn history_lost(n: usize, e: &dyn std::fmt::Display) {
+    log::warn!("delivery: cannot keep the history of {n} attempt(s): {e}");
 }
 
 /// (event id, action id).

@@ -680,21 +680,14 @@ impl PgInner {
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .map_err(map_err)?;
         let out = finish_in(&mut tx, worker, items, now)?;
-        let keep: Vec<&AttemptRecord> = history
-            .iter()
-            .zip(&out)
-            .filter(|(_, ok)| **ok)
-            .map(|(h, _)| h)
-            .collect();
+        let keep = super::counted_history(history, &out);
         if !keep.is_empty() {
             let mut sp = tx.savepoint("history").map_err(map_err)?;
             match insert_attempts(&mut sp, &keep) {
                 Ok(()) => sp.commit().map_err(map_err)?,
                 Err(e) => {
-                    log::warn!(
-                        "delivery: cannot keep the history of {} attempt(s): {e}",
-                        keep.len()
-                    );
+                    super::history_lost(keep.len(), &e);
+                    // Rolled back: the results stand without their history.
                     drop(sp);
                 }
             }

@@ -298,6 +298,23 @@ impl BatchSink for SqliteSink {
     }
 }
 
+/// An event read for delivery: columns id, hook_id, delivery_id,
+/// event_type, received_at, headers, body (the SELECTs of `fan_out` and
+/// `claim`).
+fn claimed(r: &rusqlite::Row<'_>, attempts: i32, action_id: String) -> rusqlite::Result<Claimed> {
+    Ok(Claimed {
+        id: r.get(0)?,
+        hook_id: r.get(1)?,
+        delivery_id: r.get(2)?,
+        event_type: r.get(3)?,
+        received_at: from_micros(r.get(4)?),
+        headers: Headers::from_json_lossy(&r.get::<_, String>(5)?),
+        body: Bytes::from(r.get::<_, Vec<u8>>(6)?),
+        attempts,
+        action_id,
+    })
+}
+
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
     Ok(EventRecord {
         id: r.get(0)?,
@@ -491,17 +508,7 @@ impl Store for SqliteStore {
                     .map_err(map_err)?;
                 let rows = st
                     .query_map(params![hook_id, limit as i64], |r| {
-                        Ok(Claimed {
-                            id: r.get(0)?,
-                            hook_id: r.get(1)?,
-                            delivery_id: r.get(2)?,
-                            event_type: r.get(3)?,
-                            received_at: from_micros(r.get(4)?),
-                            headers: Headers::from_json_lossy(&r.get::<_, String>(5)?),
-                            body: Bytes::from(r.get::<_, Vec<u8>>(6)?),
-                            attempts: 0,
-                            action_id: String::new(),
-                        })
+                        claimed(r, 0, String::new())
                     })
                     .map_err(map_err)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?
@@ -627,17 +634,7 @@ impl Store for SqliteStore {
             for (id, attempts) in &leased {
                 let ev = st
                     .query_row(params![id], |r| {
-                        Ok(Claimed {
-                            id: r.get(0)?,
-                            hook_id: r.get(1)?,
-                            delivery_id: r.get(2)?,
-                            event_type: r.get(3)?,
-                            received_at: from_micros(r.get(4)?),
-                            headers: Headers::from_json_lossy(&r.get::<_, String>(5)?),
-                            body: Bytes::from(r.get::<_, Vec<u8>>(6)?),
-                            attempts: *attempts,
-                            action_id: action_id.to_string(),
-                        })
+                        claimed(r, *attempts, action_id.to_string())
                     })
                     .optional()
                     .map_err(map_err)?;
@@ -684,20 +681,13 @@ impl Store for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
             let out = finish_in(&tx, worker, items, now)?;
-            let keep: Vec<&AttemptRecord> = history
-                .iter()
-                .zip(&out)
-                .filter(|(_, ok)| **ok)
-                .map(|(h, _)| h)
-                .collect();
+            let keep = super::counted_history(history, &out);
             let sp = tx.savepoint().map_err(map_err)?;
             match insert_attempts(&sp, &keep) {
                 Ok(()) => sp.commit().map_err(map_err)?,
                 Err(e) => {
-                    log::warn!(
-                        "delivery: cannot keep the history of {} attempt(s): {e}",
-                        keep.len()
-                    );
+                    super::history_lost(keep.len(), &e);
+                    // Rolled back: the results stand without their history.
                     drop(sp);
                 }
             }
