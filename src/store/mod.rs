@@ -480,14 +480,6 @@ pub trait Store: Send + Sync + 'static {
         now: SystemTime,
         lease_until: SystemTime,
     ) -> Result<Vec<Claimed>, StoreError>;
-    /// Record the ends of attempts, `((event id, action id), outcome)`, in
-    /// one transaction. For each: false if the lease was lost meanwhile.
-    fn finish(
-        &self,
-        worker: &str,
-        items: &[(DeliveryKey, Disposition)],
-        now: SystemTime,
-    ) -> Result<Vec<bool>, StoreError>;
     /// Give back every event `worker` still holds (graceful shutdown).
     fn release(&self, worker: &str, now: SystemTime) -> Result<usize, StoreError>;
     /// Queue matching events for delivery again, from attempt 1.
@@ -502,29 +494,19 @@ pub trait Store: Send + Sync + 'static {
     fn counts(&self) -> Result<Counts, StoreError>;
     /// A page of the event list (see [`PageQuery`]).
     fn page(&self, q: &PageQuery) -> Result<Page, StoreError>;
-    /// Keep the records of finished attempts (those whose event still exists).
-    fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError>;
-    /// [`Store::finish`], then keep the history of the attempts whose
-    /// result counted (`history[i]` is the attempt of `items[i]`). Losing
-    /// history loses no delivery, so a failure to keep it is only logged.
-    /// An engine may do both in one transaction.
+    /// Record the ends of attempts, `((event id, action id), outcome)`, and
+    /// the history of those whose result counted (`history[i]` is the
+    /// attempt of `items[i]`; pass none to keep no history), in one
+    /// transaction. For each item: false if the lease was lost meanwhile.
+    /// Losing history loses no delivery, so a failure to keep it is only
+    /// logged ([`history_lost`]).
     fn finish_with_history(
         &self,
         worker: &str,
         items: &[(DeliveryKey, Disposition)],
         history: &[AttemptRecord],
         now: SystemTime,
-    ) -> Result<Vec<bool>, StoreError> {
-        let done = self.finish(worker, items, now)?;
-        let keep: Vec<AttemptRecord> = counted_history(history, &done)
-            .into_iter()
-            .cloned()
-            .collect();
-        if let Err(e) = self.record_attempts(&keep) {
-            history_lost(keep.len(), &e);
-        }
-        Ok(done)
-    }
+    ) -> Result<Vec<bool>, StoreError>;
     /// The attempts of one event, oldest first.
     fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
     /// The deliveries of one event, by action id.

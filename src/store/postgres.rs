@@ -653,15 +653,6 @@ impl PgInner {
         Ok(out)
     }
 
-    pub(crate) fn finish(
-        &self,
-        worker: &str,
-        items: &[(DeliveryKey, Disposition)],
-        now: SystemTime,
-    ) -> Result<Vec<bool>, StoreError> {
-        self.finish_with_history(worker, items, &[], now)
-    }
-
     /// Results, and the history of those that counted, in one transaction
     /// of a few statements whatever the batch's size (a statement per
     /// result was a round trip each, and delivery on PostgreSQL stalled at
@@ -872,20 +863,6 @@ impl PgInner {
         page(&mut c, q)
     }
 
-    pub(crate) fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let mut c = self.conn()?;
-        let mut tx = c.transaction().map_err(map_err)?;
-        // Bookkeeping like `finish`: losing it in a crash loses history only.
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .map_err(map_err)?;
-        let items: Vec<&AttemptRecord> = items.iter().collect();
-        insert_attempts(&mut tx, &items)?;
-        tx.commit().map_err(map_err)
-    }
-
     pub(crate) fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
         let mut c = self.conn()?;
         let rows = c
@@ -1055,16 +1032,6 @@ impl Store for PgStore {
         self.call("action counts", |i| i.action_counts())
     }
 
-    fn finish(
-        &self,
-        worker: &str,
-        items: &[(DeliveryKey, Disposition)],
-        now: SystemTime,
-    ) -> Result<Vec<bool>, StoreError> {
-        let (worker, items) = (worker.to_owned(), items.to_vec());
-        self.call("finish", move |i| i.finish(&worker, &items, now))
-    }
-
     fn finish_with_history(
         &self,
         worker: &str,
@@ -1109,14 +1076,6 @@ impl Store for PgStore {
     fn page(&self, q: &PageQuery) -> Result<Page, StoreError> {
         let q = q.clone();
         self.call("page", move |i| i.page(&q))
-    }
-
-    fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let items = items.to_vec();
-        self.call("record attempts", move |i| i.record_attempts(&items))
     }
 
     fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {

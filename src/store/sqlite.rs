@@ -415,12 +415,12 @@ impl Store for SqliteStore {
         }
     }
 
-    /// The daemon's ingest sink; it also starts the checkpoint thread, and
-    /// from then on this store's connections leave checkpoints to it.
     fn fans_out_at_ingest(&self) -> bool {
         true
     }
 
+    /// The daemon's ingest sink; it also starts the checkpoint thread, and
+    /// from then on this store's connections leave checkpoints to it.
     fn sink(&self) -> Box<dyn BatchSink> {
         let mut started = false;
         let alive = self.writer.checkpointing.get_or_init(|| {
@@ -650,22 +650,6 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn finish(
-        &self,
-        worker: &str,
-        items: &[(DeliveryKey, Disposition)],
-        now: SystemTime,
-    ) -> Result<Vec<bool>, StoreError> {
-        self.with_write(|conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            let out = finish_in(&tx, worker, items, now)?;
-            tx.commit().map_err(map_err)?;
-            Ok(out)
-        })
-    }
-
     /// Results and their history in one transaction: one turn at the write
     /// lock and one commit instead of two. The history goes in a savepoint,
     /// so a record the file refuses costs the history only.
@@ -825,19 +809,6 @@ impl Store for SqliteStore {
 
     fn page(&self, q: &PageQuery) -> Result<Page, StoreError> {
         self.with_conn(|conn| page(conn, q))
-    }
-
-    fn record_attempts(&self, items: &[AttemptRecord]) -> Result<(), StoreError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        self.with_write(|conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            insert_attempts(&tx, &items.iter().collect::<Vec<_>>())?;
-            tx.commit().map_err(map_err)
-        })
     }
 
     fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
