@@ -137,8 +137,11 @@ fn connect(path: &Path, create: bool, manual_checkpoints: bool) -> Result<Connec
         StoreError::Unavailable(format!("cannot open {}: {e}", path.display()).into())
     })?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+    // A WAL that grew while a long read kept it from starting over (an
+    // export, say) is cut back to 64 MB when it does.
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA journal_size_limit = 67108864;",
     )
     .map_err(map_err)?;
     if manual_checkpoints {
@@ -428,7 +431,14 @@ impl Store for SqliteStore {
             Arc::new(())
         });
         if started {
-            super::checkpoint::spawn(self.path.clone(), Arc::downgrade(alive));
+            let writer = Arc::downgrade(&self.writer);
+            super::checkpoint::spawn(self.path.clone(), Arc::downgrade(alive), move || {
+                let Some(w) = writer.upgrade() else {
+                    return Ok(());
+                };
+                w.with(|c| super::checkpoint::pass(c).map(drop).map_err(map_err))
+                    .map_err(|e| e.to_string())
+            });
             // Connections opened before keep their automatic checkpoint:
             // drop them.
             if let Ok(mut idle) = self.idle.lock() {
