@@ -13,6 +13,7 @@ mod embedded;
 mod gate;
 pub mod migrations;
 pub mod postgres;
+mod recent;
 pub mod spool;
 pub mod sqlite;
 pub mod writer;

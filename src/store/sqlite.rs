@@ -28,6 +28,8 @@ pub struct SqliteStore {
     idle: Mutex<Vec<Connection>>,
     /// The connection every write of this process goes through.
     writer: Arc<WriteConn>,
+    /// Events the sink stored with deliveries, for their claims.
+    recent: Arc<super::recent::Recent>,
 }
 
 /// One connection for all writes of the process, ingest and delivery
@@ -174,6 +176,7 @@ impl SqliteStore {
                 checkpointing: std::sync::OnceLock::new(),
                 in_wal: std::sync::atomic::AtomicBool::new(false),
             }),
+            recent: Arc::new(super::recent::Recent::new(super::recent::KEEP_BYTES)),
         })
     }
 
@@ -286,6 +289,7 @@ const COLUMNS: &str = "id, hook_id, delivery_id, event_type, received_at, state,
 /// commit durable before it returns.
 struct SqliteSink {
     writer: Arc<WriteConn>,
+    recent: Arc<super::recent::Recent>,
 }
 
 impl BatchSink for SqliteSink {
@@ -297,6 +301,7 @@ impl BatchSink for SqliteSink {
         // or may not survive a power cut: the senders get 503 and retry, and
         // a retry of an event that did survive is a duplicate (200).
         self.writer.sync()?;
+        self.recent.keep(events, &out);
         Ok(out)
     }
 }
@@ -450,6 +455,7 @@ impl Store for SqliteStore {
         }
         Box::new(SqliteSink {
             writer: self.writer.clone(),
+            recent: self.recent.clone(),
         })
     }
 
@@ -630,32 +636,42 @@ impl Store for SqliteStore {
         if leased.is_empty() {
             return Ok(Vec::new());
         }
-        // The bodies are read after the commit, on a reading connection:
+        // Events this process just stored come from memory (recent.rs);
+        // the others are read after the commit, on a reading connection:
         // they never change, and the write turn is the pipeline's narrow
         // part (ingest waits for it).
-        let mut out = self.with_conn(|conn| {
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT id, hook_id, delivery_id, event_type, received_at, b.headers, b.body FROM events \
-                     JOIN event_bodies b ON b.event_id = id WHERE id = ?1",
-                )
-                .map_err(map_err)?;
-            let mut out = Vec::with_capacity(leased.len());
-            for (id, attempts) in &leased {
-                let ev = st
-                    .query_row(params![id], |r| {
-                        claimed(r, *attempts, action_id.to_string())
-                    })
-                    .optional()
-                    .map_err(map_err)?;
-                // Gone meanwhile (deleted by hand): nothing to deliver; the
-                // lease runs out on a row that no longer has an event.
-                if let Some(ev) = ev {
-                    out.push(ev);
-                }
+        let mut out = Vec::with_capacity(leased.len());
+        let mut unread = Vec::new();
+        for (id, attempts) in leased {
+            match self.recent.take(&id, attempts, action_id) {
+                Some(ev) => out.push(ev),
+                None => unread.push((id, attempts)),
             }
-            Ok(out)
-        })?;
+        }
+        if !unread.is_empty() {
+            self.with_conn(|conn| {
+                let mut st = conn
+                    .prepare_cached(
+                        "SELECT id, hook_id, delivery_id, event_type, received_at, b.headers, b.body FROM events \
+                         JOIN event_bodies b ON b.event_id = id WHERE id = ?1",
+                    )
+                    .map_err(map_err)?;
+                for (id, attempts) in &unread {
+                    let ev = st
+                        .query_row(params![id], |r| {
+                            claimed(r, *attempts, action_id.to_string())
+                        })
+                        .optional()
+                        .map_err(map_err)?;
+                    // Gone meanwhile (deleted by hand): nothing to deliver; the
+                    // lease runs out on a row that no longer has an event.
+                    if let Some(ev) = ev {
+                        out.push(ev);
+                    }
+                }
+                Ok(())
+            })?;
+        }
         out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
         Ok(out)
     }
