@@ -20,6 +20,11 @@ use super::{Claimed, NewEvent, Outcome};
 /// limit.
 pub const KEEP_BYTES: usize = 32 * 1024 * 1024;
 
+/// Most ids in the eviction queue: ids of events already taken leave it
+/// when they reach its front, and this bounds what an event that is never
+/// taken (its action paused, say) can hold up behind it.
+const MAX_IDS: usize = 16 * 1024;
+
 /// What an entry is counted as besides its body and headers.
 const OVERHEAD: usize = 256;
 
@@ -96,7 +101,11 @@ impl Recent {
                 g.order.push_back(e.id.clone());
             }
         }
-        while g.bytes > self.cap {
+        while let Some(front) = g.order.front() {
+            let taken = !g.events.contains_key(front);
+            if !taken && g.bytes <= self.cap && g.order.len() <= MAX_IDS {
+                break;
+            }
             let Some(id) = g.order.pop_front() else { break };
             if let Some((ev, _)) = g.events.remove(&id) {
                 g.bytes = g.bytes.saturating_sub(cost(&ev));
@@ -109,14 +118,14 @@ impl Recent {
     pub fn take(&self, id: &str, attempts: i32, action_id: &str) -> Option<Claimed> {
         let mut g = self.lock();
         let (ev, left) = g.events.get_mut(id)?;
-        let mut out = ev.clone();
-        *left = left.saturating_sub(1);
-        if *left == 0 {
-            if let Some((ev, _)) = g.events.remove(id) {
-                g.bytes = g.bytes.saturating_sub(cost(&ev));
-                out.body = ev.body;
-            }
-        }
+        let mut out = if *left > 1 {
+            *left -= 1;
+            ev.clone()
+        } else {
+            let (ev, _) = g.events.remove(id)?;
+            g.bytes = g.bytes.saturating_sub(cost(&ev));
+            ev
+        };
         out.attempts = attempts;
         out.action_id = action_id.to_string();
         Some(out)
@@ -126,6 +135,11 @@ impl Recent {
     fn held(&self) -> (usize, usize) {
         let g = self.lock();
         (g.events.len(), g.bytes)
+    }
+
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.lock().order.len()
     }
 }
 
@@ -203,5 +217,22 @@ mod tests {
         for id in ["b", "c", "d"] {
             assert!(r.take(id, 1, "x").is_some(), "{id}");
         }
+    }
+
+    #[test]
+    fn taken_events_do_not_pile_up_in_the_queue() {
+        let r = Recent::new(1 << 20);
+        // One event is never taken; everything after it is.
+        r.keep(
+            &[event("stuck", 10, &["x"])],
+            &[Outcome::Stored("stuck".into())],
+        );
+        for i in 0..(MAX_IDS * 3) {
+            let id = format!("e{i}");
+            r.keep(&[event(&id, 10, &["x"])], &[Outcome::Stored(id.clone())]);
+            assert!(r.take(&id, 1, "x").is_some());
+        }
+        assert!(r.queued() <= MAX_IDS + 1, "{} ids queued", r.queued());
+        assert_eq!(r.held().0, 0, "the stuck event was evicted in the end");
     }
 }
